@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Build the web app's engine: the crate compiled to wasm, its JS glue, and a size-optimised module
+# in www/pkg/ (gitignored). Installs what is missing, idempotently:
+#   - the wasm32-unknown-unknown target (rustup);
+#   - wasm-bindgen-cli at exactly the version Cargo.toml pins (a mismatch makes the glue refuse the module);
+#   - wasm-opt from the npm package `binaryen` (tests/browser/package.json); Debian's binaryen is
+#     too old and produces a broken module.
+# Usage: scripts/build-web.sh   (then: ichnet serve, and open the printed URL)
+# Env: CARGO_TARGET_DIR (default: target/ in the repo), SKIP_WASM_OPT=1.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+WASM_BINDGEN_VERSION="0.2.130"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+
+if ! wasm-bindgen --version 2>/dev/null | grep -q " ${WASM_BINDGEN_VERSION}\$"; then
+  echo "installing wasm-bindgen-cli ${WASM_BINDGEN_VERSION} (takes ~10 minutes once)" >&2
+  # Not --locked: the locked build of this version fails to resolve.
+  cargo install wasm-bindgen-cli --version "${WASM_BINDGEN_VERSION}"
+fi
+
+wasm_opt="$root/tests/browser/node_modules/.bin/wasm-opt"
+if [[ "${SKIP_WASM_OPT:-0}" != 1 && ! -x "$wasm_opt" ]]; then
+  (cd tests/browser && npm install --no-audit --no-fund)
+fi
+
+cargo build --release --lib --target wasm32-unknown-unknown
+raw="$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/ichnet.wasm"
+
+out="www/pkg"
+mkdir -p "$out"
+wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name ichnet "$raw"
+
+if [[ "${SKIP_WASM_OPT:-0}" != 1 ]]; then
+  before=$(stat -c %s "$out/ichnet_bg.wasm")
+  "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    "$out/ichnet_bg.wasm" -o "$out/ichnet_bg.opt.wasm"
+  mv "$out/ichnet_bg.opt.wasm" "$out/ichnet_bg.wasm"
+  after=$(stat -c %s "$out/ichnet_bg.wasm")
+  echo "wasm-opt -Oz: ${before} -> ${after} bytes" >&2
+fi
+gz=$(gzip -9 -c "$out/ichnet_bg.wasm" | wc -c)
+echo "www/pkg/ichnet_bg.wasm: $(stat -c %s "$out/ichnet_bg.wasm") bytes ($gz gzipped)" >&2

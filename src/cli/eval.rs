@@ -1,0 +1,288 @@
+//! `ichnet eval`: ICHNet (with and without the CRF) and the naive threshold baseline against the
+//! true masks of a data folder, per case and summarised.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use ichnet::crf::CrfConfig;
+use ichnet::metrics::{self, Confusion};
+use ichnet::pipeline::{self, Prepared};
+use ichnet::{Error, Result, Stack};
+use ndarray::Array3;
+
+use super::segment::{device, load_model};
+use super::train::{list_cases, read_mask};
+
+/// Evaluate ICHNet and the naive baseline on image/mask pairs.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Folder with images/ and masks/ (same file names).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Print JSON (per case and summary) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Weights file (.bpk) instead of the bundled weights.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Probability threshold.
+    #[arg(long, default_value_t = pipeline::DEFAULT_THRESHOLD)]
+    pub threshold: f32,
+    /// Skip the CRF variant (faster).
+    #[arg(long)]
+    pub no_crf: bool,
+    /// Evaluate at most this many cases (sorted by name).
+    #[arg(long)]
+    pub max_cases: Option<usize>,
+    /// Run the network on the GPU (wgpu).
+    #[arg(long)]
+    pub gpu: bool,
+    /// Also print mean Dice (≥ 1 mL) and median |ΔV| of ICHNet without CRF at these thresholds
+    /// (comma-separated), to tune the threshold on a validation folder.
+    #[arg(long, value_delimiter = ',')]
+    pub sweep: Vec<f32>,
+}
+
+/// Scores of one method on one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scores {
+    /// Dice overlap (1 when both masks are empty).
+    pub dice: f64,
+    /// Predicted volume, mL.
+    pub pred_ml: f64,
+    /// Predicted − true volume, mL.
+    pub volume_error_ml: f64,
+    /// 95th-percentile Hausdorff distance, mm (absent when a mask is empty).
+    pub hd95_mm: Option<f64>,
+    /// Sensitivity (absent without true blood).
+    pub sensitivity: Option<f64>,
+    /// Precision (absent without predicted blood).
+    pub precision: Option<f64>,
+    /// ABC/2 of the predicted mask, mL.
+    pub abc2_ml: f64,
+}
+
+/// One evaluated case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// Case name.
+    pub name: String,
+    /// True volume, mL.
+    pub true_ml: f64,
+    /// ABC/2 of the true mask, mL.
+    pub true_abc2_ml: f64,
+    /// ICHNet without CRF.
+    pub ichnet: Scores,
+    /// ICHNet with CRF.
+    pub ichnet_crf: Option<Scores>,
+    /// The 50–90 HU baseline.
+    pub baseline: Scores,
+}
+
+/// Summary of one method.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Summary {
+    /// Cases with ≥ 1 mL of true blood.
+    pub cases_ge_1ml: usize,
+    /// Mean Dice over those cases.
+    pub mean_dice_ge_1ml: f64,
+    /// Median Dice over those cases.
+    pub median_dice_ge_1ml: f64,
+    /// Median |volume error| over all cases, mL.
+    pub median_abs_volume_error_ml: f64,
+    /// Mean |volume error| over all cases, mL.
+    pub mean_abs_volume_error_ml: f64,
+    /// Mean HD95 where defined, mm.
+    pub mean_hd95_mm: Option<f64>,
+    /// Mean sensitivity where defined.
+    pub mean_sensitivity: Option<f64>,
+    /// Mean precision where defined.
+    pub mean_precision: Option<f64>,
+    /// Cases without true blood (< 0.05 mL).
+    pub negative_cases: usize,
+    /// Largest predicted volume on those cases, mL.
+    pub max_ml_on_negatives: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    data: String,
+    threshold: f32,
+    cases: Vec<CaseResult>,
+    ichnet: Summary,
+    ichnet_crf: Option<Summary>,
+    baseline: Summary,
+    seconds: f64,
+}
+
+fn scores(pred: &Array3<u8>, truth: &Array3<u8>, stack: &Stack, true_ml: f64) -> Result<Scores> {
+    let c = Confusion::new(pred, truth)?;
+    let pred_ml = stack.mask_ml(pred);
+    Ok(Scores {
+        dice: c.dice(),
+        pred_ml,
+        volume_error_ml: pred_ml - true_ml,
+        hd95_mm: metrics::hd95(pred, truth, stack.spacing)?,
+        sensitivity: c.sensitivity(),
+        precision: c.precision(),
+        abc2_ml: metrics::abc2(pred, stack)?.ml,
+    })
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| s / n as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn summarise(cases: &[CaseResult], pick: impl Fn(&CaseResult) -> Option<&Scores>) -> Summary {
+    let with: Vec<(&CaseResult, &Scores)> = cases
+        .iter()
+        .filter_map(|c| pick(c).map(|s| (c, s)))
+        .collect();
+    let big: Vec<f64> = with
+        .iter()
+        .filter(|(c, _)| c.true_ml >= 1.0)
+        .map(|(_, s)| s.dice)
+        .collect();
+    let errs: Vec<f64> = with.iter().map(|(_, s)| s.volume_error_ml.abs()).collect();
+    let neg: Vec<f64> = with
+        .iter()
+        .filter(|(c, _)| c.true_ml < 0.05)
+        .map(|(_, s)| s.pred_ml)
+        .collect();
+    Summary {
+        cases_ge_1ml: big.len(),
+        mean_dice_ge_1ml: mean(big.iter().copied()).unwrap_or(f64::NAN),
+        median_dice_ge_1ml: median(big),
+        median_abs_volume_error_ml: median(errs.clone()),
+        mean_abs_volume_error_ml: mean(errs.into_iter()).unwrap_or(f64::NAN),
+        mean_hd95_mm: mean(with.iter().filter_map(|(_, s)| s.hd95_mm)),
+        mean_sensitivity: mean(with.iter().filter_map(|(_, s)| s.sensitivity)),
+        mean_precision: mean(with.iter().filter_map(|(_, s)| s.precision)),
+        negative_cases: neg.len(),
+        max_ml_on_negatives: neg.into_iter().reduce(f64::max),
+    }
+}
+
+/// Run `ichnet eval`.
+pub fn run(a: &EvalArgs) -> Result<()> {
+    let t = Instant::now();
+    let dev = device(a.gpu);
+    let net = load_model(a.weights.as_deref(), &dev)?;
+    let mut cases = list_cases(&a.data)?;
+    if let Some(m) = a.max_cases {
+        cases.truncate(m);
+    }
+    let mut results = Vec::with_capacity(cases.len());
+    // Per sweep threshold: (Dice on cases ≥ 1 mL, |ΔV| on all cases).
+    let mut sweep: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); a.sweep.len()];
+    for (name, img, msk) in &cases {
+        let bytes = fs::read(img).map_err(|e| Error::io(img, e))?;
+        let mut prep = Prepared::new(&bytes)
+            .map_err(|e| ichnet::io::in_file(&img.display().to_string(), e))?;
+        let truth = read_mask(msk, prep.scan())?;
+        let stack = prep.scan().stack.clone();
+        let true_ml = stack.mask_ml(&truth);
+        let true_abc2_ml = metrics::abc2(&truth, &stack)?.ml;
+        pipeline::run_network(&mut prep, &net, &dev, 4, &mut |_| true)?;
+        for (k, &th) in a.sweep.iter().enumerate() {
+            let m = prep.finish(th)?.mask;
+            let s = scores(&m, &truth, &stack, true_ml)?;
+            if true_ml >= 1.0 {
+                sweep[k].0.push(s.dice);
+            }
+            sweep[k].1.push(s.volume_error_ml.abs());
+        }
+        let plain = prep.finish(a.threshold)?;
+        let ichnet = scores(&plain.mask, &truth, &stack, true_ml)?;
+        let ichnet_crf = if a.no_crf {
+            None
+        } else {
+            prep.apply_crf(&CrfConfig::default(), &mut |_, _| true)?;
+            let refined = prep.finish(a.threshold)?;
+            Some(scores(&refined.mask, &truth, &stack, true_ml)?)
+        };
+        let base = pipeline::baseline_mask(&stack, prep.brain())?;
+        let baseline = scores(&base, &truth, &stack, true_ml)?;
+        if !a.json {
+            eprintln!(
+                "{name}: true {true_ml:7.2} mL | ICHNet {:7.2} mL Dice {:.3}{} | baseline {:7.2} mL Dice {:.3}",
+                ichnet.pred_ml,
+                ichnet.dice,
+                ichnet_crf
+                    .as_ref()
+                    .map(|s| format!(" | +CRF {:7.2} mL Dice {:.3}", s.pred_ml, s.dice))
+                    .unwrap_or_default(),
+                baseline.pred_ml,
+                baseline.dice
+            );
+        }
+        results.push(CaseResult {
+            name: name.clone(),
+            true_ml,
+            true_abc2_ml,
+            ichnet,
+            ichnet_crf,
+            baseline,
+        });
+    }
+    for (k, th) in a.sweep.iter().enumerate() {
+        let (d, e) = &sweep[k];
+        eprintln!(
+            "sweep threshold {th:.2}: mean Dice (≥1 mL, n={}) {:.4}  median |ΔV| {:.2} mL",
+            d.len(),
+            mean(d.iter().copied()).unwrap_or(f64::NAN),
+            median(e.clone())
+        );
+    }
+    let report = Report {
+        data: a.data.display().to_string(),
+        threshold: a.threshold,
+        ichnet: summarise(&results, |c| Some(&c.ichnet)),
+        ichnet_crf: (!a.no_crf).then(|| summarise(&results, |c| c.ichnet_crf.as_ref())),
+        baseline: summarise(&results, |c| Some(&c.baseline)),
+        cases: results,
+        seconds: t.elapsed().as_secs_f64(),
+    };
+    if a.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::InvalidInput(format!("JSON report: {e}")))?;
+        println!("{text}");
+    } else {
+        let line = |label: &str, s: &Summary| {
+            println!(
+                "{label:<12} mean Dice (≥1 mL, n={}) {:.3}  median |ΔV| {:.2} mL  mean HD95 {} mm  max mL on {} negatives {}",
+                s.cases_ge_1ml,
+                s.mean_dice_ge_1ml,
+                s.median_abs_volume_error_ml,
+                s.mean_hd95_mm.map_or("-".into(), |v| format!("{v:.1}")),
+                s.negative_cases,
+                s.max_ml_on_negatives
+                    .map_or("-".into(), |v| format!("{v:.2}")),
+            )
+        };
+        line("ICHNet", &report.ichnet);
+        if let Some(s) = &report.ichnet_crf {
+            line("ICHNet+CRF", s);
+        }
+        line("baseline", &report.baseline);
+        println!("{} cases in {:.0} s", report.cases.len(), report.seconds);
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! One file per subcommand; each parses nothing itself (clap does) and calls the library.
+
+pub mod brain;
+pub mod eval;
+pub mod info;
+pub mod segment;
+pub mod serve;
+pub mod synth;
+pub mod train;

@@ -1,0 +1,96 @@
+//! `ichnet segment`: the haemorrhage mask of one scan, its volume and ABC/2.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+
+use ichnet::crf::CrfConfig;
+use ichnet::model::{self, IchNet};
+use ichnet::pipeline::{self, SegmentOptions};
+use ichnet::{Error, Result};
+
+/// Segment intracerebral haemorrhage in a head CT.
+#[derive(clap::Args, Debug)]
+pub struct SegmentArgs {
+    /// The scan (.nii or .nii.gz).
+    pub scan: PathBuf,
+    /// Where to write the mask (.nii.gz, on the scan's own voxel grid).
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the 3D CRF refinement.
+    #[arg(long)]
+    pub no_crf: bool,
+    /// Weights file (.bpk) instead of the bundled weights.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Probability threshold of the mask.
+    #[arg(long, default_value_t = pipeline::DEFAULT_THRESHOLD)]
+    pub threshold: f32,
+    /// Run the network on the GPU (wgpu) instead of the CPU (flex).
+    #[arg(long)]
+    pub gpu: bool,
+}
+
+/// The device the CLI runs the network on.
+pub fn device(gpu: bool) -> Device {
+    if gpu {
+        Device::wgpu(Default::default())
+    } else {
+        Device::flex()
+    }
+}
+
+/// Load `weights` or the bundled ones.
+pub fn load_model(weights: Option<&Path>, device: &Device) -> Result<IchNet> {
+    let bytes = match weights {
+        Some(p) => fs::read(p).map_err(|e| Error::io(p, e))?,
+        None => model::BUNDLED_WEIGHTS.to_vec(),
+    };
+    model::load(bytes, device)
+}
+
+/// Run `ichnet segment`.
+pub fn run(a: &SegmentArgs) -> Result<()> {
+    let device = device(a.gpu);
+    let net = load_model(a.weights.as_deref(), &device)?;
+    let bytes = fs::read(&a.scan).map_err(|e| Error::io(&a.scan, e))?;
+    let opts = SegmentOptions {
+        threshold: a.threshold,
+        crf: (!a.no_crf).then(CrfConfig::default),
+        ..SegmentOptions::default()
+    };
+    let quiet = a.json;
+    let seg = pipeline::segment(&bytes, &net, &device, &opts, &mut |p| {
+        if !quiet && p.stage == "network" && p.done == p.total {
+            eprintln!("network: {} slices done", p.total);
+        }
+        true
+    })
+    .map_err(|e| ichnet::io::in_file(&a.scan.display().to_string(), e))?;
+    fs::write(&a.out, &seg.mask_nifti_gz).map_err(|e| Error::io(&a.out, e))?;
+    if a.json {
+        let text = serde_json::to_string_pretty(&seg)
+            .map_err(|e| Error::InvalidInput(format!("JSON report: {e}")))?;
+        println!("{text}");
+    } else {
+        for w in &seg.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!("haemorrhage volume: {:.2} mL", seg.volume_ml);
+        println!(
+            "ABC/2: {:.2} mL (A {:.1} mm, B {:.1} mm, C {:.1} mm over {} slices)",
+            seg.abc2.ml, seg.abc2.a_mm, seg.abc2.b_mm, seg.abc2.c_mm, seg.abc2.slices
+        );
+        println!("brain volume: {:.0} mL", seg.brain_ml);
+        println!(
+            "CRF: {}; mask written to {}",
+            if seg.crf { "on" } else { "off" },
+            a.out.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! `ichnet train`: fit ICHNet on any folder of image/mask pairs (synthetic or real).
+//!
+//! Layout: `DIR/images/NAME.nii.gz` + `DIR/masks/NAME.nii.gz`. Each case is read once into a
+//! slice cache (network grid, HU as i16, label and brain planes), saved as `DIR/ichnet-cache-*.bin`
+//! so a second run or a `--resume` starts in seconds.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::Array3;
+
+use ichnet::io::Scan;
+use ichnet::model::IchNetConfig;
+use ichnet::model::train::{self, CachedSlice, Rng, TrainMonitor, TrainOptions, TrainPaths};
+use ichnet::preprocess::brain_mask;
+use ichnet::{Error, Result};
+
+/// Train ICHNet on image/mask pairs.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Training folder (images/ and masks/ with the same file names).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Validation folder; the best checkpoint by validation Dice is kept.
+    #[arg(long)]
+    pub val: Option<PathBuf>,
+    /// Output weights file (.bpk); checkpoints are written beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Total Adam steps.
+    #[arg(long, default_value_t = 3000)]
+    pub steps: usize,
+    /// Crops per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Crop side in 1 mm pixels (multiple of 4).
+    #[arg(long, default_value_t = 80)]
+    pub crop: usize,
+    /// Haemorrhage pixels per crop (as many background pixels are sampled).
+    #[arg(long, default_value_t = 48)]
+    pub pixels: usize,
+    /// Peak learning rate (cosine decay).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Steps between checkpoints and validations.
+    #[arg(long, default_value_t = 250)]
+    pub checkpoint_every: usize,
+    /// Fraction of blood-free slices kept in the cache.
+    #[arg(long, default_value_t = 0.35)]
+    pub keep_negative: f32,
+    /// Use at most this many cases (sorted by name).
+    #[arg(long)]
+    pub max_cases: Option<usize>,
+    /// Continue from the checkpoint beside --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Train on the GPU (wgpu) instead of the CPU (flex).
+    #[arg(long)]
+    pub gpu: bool,
+}
+
+/// List `(name, image, mask)` of a data folder, sorted by name.
+pub fn list_cases(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+    let images = dir.join("images");
+    let masks = dir.join("masks");
+    let mut out = Vec::new();
+    for e in fs::read_dir(&images).map_err(|e| Error::io(&images, e))? {
+        let p = e.map_err(|e| Error::io(&images, e))?.path();
+        let Some(file) = p.file_name().and_then(|f| f.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let Some(name) = file
+            .strip_suffix(".nii.gz")
+            .or_else(|| file.strip_suffix(".nii"))
+        else {
+            continue;
+        };
+        let m = masks.join(&file);
+        if m.is_file() {
+            out.push((name.to_owned(), p.clone(), m));
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{}: no image/mask pairs (expected images/NAME.nii.gz with masks/NAME.nii.gz)",
+            dir.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Read a scan file.
+pub fn read_scan(path: &Path) -> Result<Scan> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    Scan::from_bytes(&bytes).map_err(|e| ichnet::io::in_file(&path.display().to_string(), e))
+}
+
+/// Read a mask file as 0/1 in stack order, checked against the image's grid.
+pub fn read_mask(path: &Path, image: &Scan) -> Result<Array3<u8>> {
+    let m = read_scan(path)?;
+    if m.stack.hu.dim() != image.stack.hu.dim() {
+        return Err(Error::InvalidInput(format!(
+            "{}: mask dims {:?} differ from the image's {:?}",
+            path.display(),
+            m.stack.hu.dim(),
+            image.stack.hu.dim()
+        )));
+    }
+    Ok(m.stack.hu.mapv(|v| u8::from(v > 0.5)))
+}
+
+fn build_cache(
+    dir: &Path,
+    keep_negative: f32,
+    max: Option<usize>,
+    seed: u64,
+) -> Result<Vec<CachedSlice>> {
+    let tag = (keep_negative * 100.0).round() as u32;
+    let cap = max.map_or("all".to_string(), |m| m.to_string());
+    let path = dir.join(format!("ichnet-cache-v1-kn{tag}-n{cap}-s{seed}.bin"));
+    if let Ok(c) = load_cache(&path) {
+        eprintln!("{}: {} cached slices", path.display(), c.len());
+        return Ok(c);
+    }
+    let mut cases = list_cases(dir)?;
+    if let Some(m) = max {
+        cases.truncate(m);
+    }
+    let multiple = IchNetConfig::new().size_multiple();
+    let bar = ProgressBar::new(cases.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("caching {pos}/{len} cases [{elapsed}] {wide_bar} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut rng = Rng::new(seed ^ 0xCAC4E);
+    let mut cache = Vec::new();
+    for (name, img, msk) in &cases {
+        let scan = read_scan(img)?;
+        let label = read_mask(msk, &scan)?;
+        let brain = brain_mask(&scan.stack)?;
+        let slices = train::cache_case(
+            &scan.stack,
+            &label,
+            &brain,
+            multiple,
+            keep_negative,
+            &mut rng,
+        )?;
+        cache.extend(slices);
+        bar.set_message(format!("{name}: {} slices", cache.len()));
+        bar.inc(1);
+    }
+    bar.finish();
+    save_cache(&path, &cache)?;
+    Ok(cache)
+}
+
+fn save_cache(path: &Path, cache: &[CachedSlice]) -> Result<()> {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(b"ICHC1");
+    buf.extend_from_slice(&(cache.len() as u64).to_le_bytes());
+    for s in cache {
+        for v in [s.h, s.w, s.positives] {
+            buf.extend_from_slice(&(v as u64).to_le_bytes());
+        }
+        for v in &s.hu {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        buf.extend_from_slice(&s.label);
+        buf.extend_from_slice(&s.brain);
+    }
+    let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(&buf).map_err(|e| Error::io(path, e))
+}
+
+fn load_cache(path: &Path) -> Result<Vec<CachedSlice>> {
+    let mut buf = Vec::new();
+    fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .map_err(|e| Error::io(path, e))?;
+    let bad = || Error::InvalidInput(format!("{}: damaged cache file", path.display()));
+    let mut pos = 5;
+    if buf.get(..5) != Some(b"ICHC1".as_slice()) {
+        return Err(bad());
+    }
+    let u64_at = |pos: &mut usize| -> Result<usize> {
+        let b = buf.get(*pos..*pos + 8).ok_or_else(bad)?;
+        *pos += 8;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        usize::try_from(u64::from_le_bytes(a)).map_err(|_| bad())
+    };
+    let n = u64_at(&mut pos)?;
+    let mut out = train::cache_vec(n.min(1 << 24))?;
+    for _ in 0..n {
+        let h = u64_at(&mut pos)?;
+        let w = u64_at(&mut pos)?;
+        let positives = u64_at(&mut pos)?;
+        let len = h.checked_mul(w).filter(|&l| l <= 1 << 20).ok_or_else(bad)?;
+        let hu_bytes = buf.get(pos..pos + 2 * len).ok_or_else(bad)?;
+        let hu = hu_bytes
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        pos += 2 * len;
+        let label = buf.get(pos..pos + len).ok_or_else(bad)?.to_vec();
+        pos += len;
+        let brain = buf.get(pos..pos + len).ok_or_else(bad)?.to_vec();
+        pos += len;
+        out.push(CachedSlice {
+            h,
+            w,
+            hu,
+            label,
+            brain,
+            positives,
+        });
+    }
+    Ok(out)
+}
+
+struct Bar {
+    bar: ProgressBar,
+    start: Instant,
+    first: Option<usize>,
+}
+
+impl TrainMonitor for Bar {
+    fn step(&mut self, step: usize, total: usize, loss: f32) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(step as u64);
+        let first = *self.first.get_or_insert(step);
+        let secs = self.start.elapsed().as_secs_f32().max(1e-3);
+        let rate = (step + 1 - first) as f32 / secs;
+        let msg = format!("loss {loss:.4}  {rate:.2} steps/s");
+        // Without a terminal (a log file) the bar is hidden: a plain line every 50 steps instead.
+        if self.bar.is_hidden() && step.is_multiple_of(50) {
+            eprintln!("step {step}/{total}: {msg}");
+        }
+        self.bar.set_message(msg);
+    }
+
+    fn note(&mut self, text: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
+    }
+}
+
+/// Validation slices kept (evenly spaced): thin-slice scans have hundreds of bleeding slices,
+/// and a dense pass over all of them at every checkpoint would cost more than the training.
+const MAX_VAL_SLICES: usize = 160;
+
+fn thin(v: Vec<CachedSlice>, max: usize) -> Vec<CachedSlice> {
+    let n = v.len();
+    if n <= max {
+        return v;
+    }
+    v.into_iter()
+        .enumerate()
+        .filter(|(i, _)| i * max / n != (i + 1) * max / n)
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// Run `ichnet train`.
+pub fn run(a: &TrainArgs) -> Result<()> {
+    let t = Instant::now();
+    let cache = build_cache(&a.data, a.keep_negative, a.max_cases, a.seed)?;
+    let val = match &a.val {
+        // Validation keeps every bleeding slice and a quarter of the clean ones (false positives
+        // on clean slices must count, but a full pass over every slice would stall training).
+        Some(v) => thin(build_cache(v, 0.25, None, a.seed)?, MAX_VAL_SLICES),
+        None => Vec::new(),
+    };
+    let pos = cache.iter().filter(|s| s.positives > 0).count();
+    eprintln!(
+        "cache: {} training slices ({pos} with blood, {:.0} MB), {} validation slices, {:.1} s",
+        cache.len(),
+        train::cache_bytes(&cache) as f64 / 1e6,
+        val.len(),
+        t.elapsed().as_secs_f32()
+    );
+    let device = if a.gpu {
+        Device::wgpu(Default::default())
+    } else {
+        Device::flex()
+    }
+    .autodiff();
+    let opts = TrainOptions {
+        steps: a.steps,
+        batch: a.batch,
+        crop: a.crop,
+        pixels: a.pixels,
+        lr: a.lr,
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+    };
+    let bar = ProgressBar::new(a.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{pos}/{len} [{elapsed} < {eta}] {wide_bar} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut mon = Bar {
+        bar,
+        start: Instant::now(),
+        first: None,
+    };
+    train::train(
+        &cache,
+        &val,
+        &opts,
+        &TrainPaths { out: &a.out },
+        a.resume,
+        &device,
+        &mut mon,
+    )?;
+    mon.bar.finish();
+    eprintln!(
+        "trained {} steps in {:.1} min; weights: {}",
+        a.steps,
+        t.elapsed().as_secs_f32() / 60.0,
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The one error type of the crate.
+//!
+//! Every message is a sentence a radiologist or an embedding developer can act on, and carries the
+//! numbers that explain it ("dims 512×512×0: a volume needs at least one slice"). The CLI prints
+//! `Display` as-is; the wasm layer turns it into a JS `Error` with the same text.
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, from bytes to report.
+///
+/// `#[non_exhaustive]` because new stages add new failure modes; match with a wildcard arm.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // ---- input bytes / NIfTI ------------------------------------------------------------------
+    /// The bytes are not a NIfTI-1/NIfTI-2/Analyze file (magic and header size do not match).
+    #[error("{0}")]
+    NotNifti(String),
+    /// The file ends before the header or the voxel data it announces.
+    #[error("{0}")]
+    Truncated(String),
+    /// A gzip stream that cannot be inflated.
+    #[error("the gzip stream is damaged or cut short: {0}")]
+    Gzip(String),
+    /// A header field with an impossible value (dimensions, voxel sizes, offsets).
+    #[error("{0}")]
+    BadHeader(String),
+    /// Data that is valid NIfTI but not a CT volume we can segment (RGB, complex, 5-D ...).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A volume or buffer larger than the limit this build accepts, refused before allocation.
+    #[error("{0}")]
+    TooLarge(String),
+    /// An allocation that the allocator refused (checked with `try_reserve`).
+    #[error("not enough memory for {what}: {bytes} bytes could not be allocated")]
+    OutOfMemory {
+        /// What the memory was for.
+        what: &'static str,
+        /// How many bytes were asked for.
+        bytes: usize,
+    },
+
+    // ---- processing ---------------------------------------------------------------------------
+    /// Arguments that do not fit together (mask shape vs. volume shape, options out of range).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The network weights could not be loaded or do not match the model configuration.
+    #[error("{0}")]
+    Weights(String),
+    /// A failure inside the tensor backend (device lost, buffer too large for the GPU, ...).
+    #[error("{0}")]
+    Backend(String),
+    /// The work was cancelled by the caller.
+    #[error("cancelled")]
+    Cancelled,
+
+    // ---- files (CLI only) ---------------------------------------------------------------------
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Reserve `n` elements in a fresh `Vec`, turning allocation failure into [`Error::OutOfMemory`].
+///
+/// Volumes are the one place where a hostile or simply huge header can ask for gigabytes; every
+/// voxel-sized buffer goes through here so the answer is a message, not an abort.
+pub fn try_vec<T>(n: usize, what: &'static str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+        what,
+        bytes: n.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    Ok(v)
+}
+
+/// A `Vec` of `n` copies of `value`, allocation checked like [`try_vec`].
+pub fn try_filled<T: Clone>(n: usize, value: T, what: &'static str) -> Result<Vec<T>> {
+    let mut v = try_vec(n, what)?;
+    v.resize(n, value);
+    Ok(v)
+}

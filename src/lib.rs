@@ -1,0 +1,29 @@
+//! ICHNet: intracerebral haemorrhage segmentation of head CT.
+//!
+//! One pipeline, one direction, one module per stage:
+//!
+//! ```text
+//! bytes ─io─▶ Scan (HU, geometry) ─▶ Stack (canonical axial) ─preprocess─▶ brain mask, CT windows
+//!       ─model─▶ haemorrhage probability ─crf─▶ refined mask ─io─▶ mask NIfTI in the input grid
+//!                                                          └─metrics─▶ mL, ABC/2
+//! ```
+//!
+//! Everything here is plain Rust with no browser types, so it is tested natively; the command-line
+//! tool (`src/main.rs`) and the wasm layer (`wasm`) are thin faces of it.
+
+pub mod crf;
+pub mod error;
+pub mod io;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod preprocess;
+/// Training data is made natively; keeping it out of the wasm keeps the page's engine small.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod synth;
+pub mod volume;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+
+pub use error::{Error, Result};
+pub use volume::Stack;

@@ -1,0 +1,227 @@
+//! What the network sees: axial slices resampled to a fixed in-plane pixel size around the brain,
+//! in three CT windows. Training and inference both go through here, so the two can never
+//! disagree about scale, windows or grid placement.
+
+use crate::error::{Error, Result, try_filled};
+use ndarray::{Array2, ArrayView2};
+
+/// In-plane pixel size of the network's grid, mm. Scans come at 0.4–1 mm; 1 mm keeps a 1 mL
+/// bleed (12 mm across) a dozen pixels wide and a whole brain under 200×200 pixels.
+pub const PIXEL_MM: f32 = 1.0;
+
+/// The CT windows that form the input channels, `(low, high)` HU mapped linearly onto `[0, 1]`
+/// and clamped: brain (grey/white matter and oedema), blood (45–90 HU haematoma against
+/// everything else), and a wide window that keeps calcification (> 100 HU) and bone apart from
+/// blood, which both narrow windows saturate.
+pub const WINDOWS: [(f32, f32); 3] = [(0.0, 80.0), (40.0, 100.0), (-100.0, 300.0)];
+
+/// Number of input channels.
+pub const CHANNELS: usize = WINDOWS.len();
+
+/// HU written for network-grid pixels that fall outside the scan's field of view (air).
+pub const OUTSIDE_HU: f32 = -1000.0;
+
+/// Write the windowed channels of `hu` (one plane) into `out` (`CHANNELS` planes, same length).
+pub fn window_into(hu: &[f32], out: &mut [f32]) {
+    let n = hu.len();
+    for (c, &(lo, hi)) in WINDOWS.iter().enumerate() {
+        let scale = 1.0 / (hi - lo);
+        for (o, &v) in out[c * n..(c + 1) * n].iter_mut().zip(hu) {
+            *o = ((v - lo) * scale).clamp(0.0, 1.0);
+        }
+    }
+}
+
+/// Placement of the network's in-plane grid on a stack's slices: network pixel `(i, j)` lies at
+/// stack voxel coordinates `(y0 + i·sy, x0 + j·sx)` (fractional). Built once per scan from the
+/// brain's bounding box, so that every slice uses the same grid and results map back exactly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SliceGrid {
+    /// Stack row of network row 0.
+    pub y0: f32,
+    /// Stack column of network column 0.
+    pub x0: f32,
+    /// Stack rows per network row (`PIXEL_MM / spacing_y`).
+    pub sy: f32,
+    /// Stack columns per network column.
+    pub sx: f32,
+    /// Network grid height (a multiple of the model's size multiple).
+    pub h: usize,
+    /// Network grid width.
+    pub w: usize,
+}
+
+/// Largest network grid side accepted (pixels at [`PIXEL_MM`]): a 40 cm field of view. Larger
+/// requests come from absurd voxel sizes and would only exhaust memory.
+pub const MAX_SIDE: usize = 512;
+
+impl SliceGrid {
+    /// Grid covering stack rows `ys` and columns `xs` (half-open, voxel indices) plus `margin_mm`,
+    /// with sides rounded up to a multiple of `multiple` and centred on the box.
+    pub fn around(
+        ys: (usize, usize),
+        xs: (usize, usize),
+        spacing_yx: [f32; 2],
+        margin_mm: f32,
+        multiple: usize,
+    ) -> Result<Self> {
+        let [dy, dx] = spacing_yx;
+        if !(dy.is_finite() && dx.is_finite() && dy > 0.0 && dx > 0.0) {
+            return Err(Error::InvalidInput(format!(
+                "in-plane voxel size {dy}×{dx} mm: voxel sizes must be positive"
+            )));
+        }
+        let m = multiple.max(1);
+        let side = |lo: usize, hi: usize, d: f32| -> Result<(f32, usize)> {
+            let extent_mm = (hi.saturating_sub(lo)) as f32 * d + 2.0 * margin_mm;
+            let n = ((extent_mm / PIXEL_MM).ceil() as usize).max(m);
+            let n = n.div_ceil(m) * m;
+            if n > MAX_SIDE {
+                return Err(Error::TooLarge(format!(
+                    "the brain spans {extent_mm:.0} mm in-plane; at most {} mm is supported",
+                    MAX_SIDE as f32 * PIXEL_MM
+                )));
+            }
+            let step = PIXEL_MM / d;
+            // Centre of the box in voxel coordinates (voxel centres are at integer indices).
+            let centre = (lo as f32 + hi as f32 - 1.0) / 2.0;
+            let start = centre - (n as f32 - 1.0) / 2.0 * step;
+            Ok((start, n))
+        };
+        let (y0, h) = side(ys.0, ys.1, dy)?;
+        let (x0, w) = side(xs.0, xs.1, dx)?;
+        Ok(SliceGrid {
+            y0,
+            x0,
+            sy: PIXEL_MM / dy,
+            sx: PIXEL_MM / dx,
+            h,
+            w,
+        })
+    }
+
+    /// Number of network pixels in one plane.
+    pub fn len(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// Whether the grid is empty.
+    pub fn is_empty(&self) -> bool {
+        self.h == 0 || self.w == 0
+    }
+
+    /// Resample one stack slice onto the grid (bilinear; [`OUTSIDE_HU`] beyond the scan).
+    pub fn resample(&self, slice: ArrayView2<'_, f32>, out: &mut [f32]) {
+        let (ny, nx) = slice.dim();
+        for i in 0..self.h {
+            let y = self.y0 + i as f32 * self.sy;
+            for j in 0..self.w {
+                let x = self.x0 + j as f32 * self.sx;
+                out[i * self.w + j] = sample(slice, ny, nx, y, x).unwrap_or(OUTSIDE_HU);
+            }
+        }
+    }
+
+    /// Nearest-neighbour resampling of a 0/1 plane (labels, brain mask) onto the grid.
+    pub fn resample_labels(&self, plane: ArrayView2<'_, u8>, out: &mut [u8]) {
+        let (ny, nx) = plane.dim();
+        for i in 0..self.h {
+            let y = (self.y0 + i as f32 * self.sy).round();
+            for j in 0..self.w {
+                let x = (self.x0 + j as f32 * self.sx).round();
+                out[i * self.w + j] =
+                    if y >= 0.0 && x >= 0.0 && (y as usize) < ny && (x as usize) < nx {
+                        plane[[y as usize, x as usize]]
+                    } else {
+                        0
+                    };
+            }
+        }
+    }
+
+    /// Map a plane of grid values (probabilities) back onto a stack slice of `ny × nx` voxels,
+    /// bilinearly; voxels outside the grid get 0.
+    pub fn to_stack(&self, plane: &[f32], ny: usize, nx: usize) -> Result<Array2<f32>> {
+        let buf = try_filled(ny * nx, 0.0f32, "a probability slice")?;
+        let mut out = Array2::from_shape_vec((ny, nx), buf)
+            .map_err(|e| Error::InvalidInput(format!("probability slice {ny}×{nx}: {e}")))?;
+        let view = ArrayView2::from_shape((self.h, self.w), plane).map_err(|e| {
+            Error::InvalidInput(format!(
+                "probability plane has {} values, the grid {}×{}: {e}",
+                plane.len(),
+                self.h,
+                self.w
+            ))
+        })?;
+        for y in 0..ny {
+            let gi = (y as f32 - self.y0) / self.sy;
+            if gi < -0.5 || gi > self.h as f32 - 0.5 {
+                continue;
+            }
+            for x in 0..nx {
+                let gj = (x as f32 - self.x0) / self.sx;
+                if gj < -0.5 || gj > self.w as f32 - 0.5 {
+                    continue;
+                }
+                let gi_c = gi.clamp(0.0, (self.h - 1) as f32);
+                let gj_c = gj.clamp(0.0, (self.w - 1) as f32);
+                out[[y, x]] = sample(view, self.h, self.w, gi_c, gj_c).unwrap_or(0.0);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Bilinear sample at fractional `(y, x)`; `None` more than half a voxel outside the plane.
+fn sample(p: ArrayView2<'_, f32>, ny: usize, nx: usize, y: f32, x: f32) -> Option<f32> {
+    if ny == 0 || nx == 0 || y < -0.5 || x < -0.5 || y > ny as f32 - 0.5 || x > nx as f32 - 0.5 {
+        return None;
+    }
+    let y = y.clamp(0.0, (ny - 1) as f32);
+    let x = x.clamp(0.0, (nx - 1) as f32);
+    let y0 = y.floor() as usize;
+    let x0 = x.floor() as usize;
+    let y1 = (y0 + 1).min(ny - 1);
+    let x1 = (x0 + 1).min(nx - 1);
+    let fy = y - y0 as f32;
+    let fx = x - x0 as f32;
+    let top = p[[y0, x0]] * (1.0 - fx) + p[[y0, x1]] * fx;
+    let bot = p[[y1, x0]] * (1.0 - fx) + p[[y1, x1]] * fx;
+    Some(top * (1.0 - fy) + bot * fy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_round_trip_keeps_values() {
+        // A 1 mm grid on a 1 mm slice is the identity: resample then map back.
+        let plane = Array2::from_shape_fn((20, 24), |(y, x)| (y * 24 + x) as f32);
+        let g = SliceGrid::around((2, 18), (3, 21), [1.0, 1.0], 0.0, 4).unwrap();
+        assert_eq!((g.h % 4, g.w % 4), (0, 0));
+        let mut buf = vec![0.0; g.len()];
+        g.resample(plane.view(), &mut buf);
+        let back = g.to_stack(&buf, 20, 24).unwrap();
+        for y in 3..17 {
+            for x in 4..20 {
+                assert!((back[[y, x]] - plane[[y, x]]).abs() < 1e-3, "{y},{x}");
+            }
+        }
+    }
+
+    #[test]
+    fn windows_clamp_to_unit_range() {
+        let hu = [-1000.0, 40.0, 2000.0];
+        let mut out = [0.0; 9];
+        window_into(&hu, &mut out);
+        assert_eq!(&out[0..3], &[0.0, 0.5, 1.0]);
+        assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    #[test]
+    fn absurd_voxel_size_is_refused() {
+        assert!(SliceGrid::around((0, 10), (0, 10), [0.0, 1.0], 0.0, 4).is_err());
+        assert!(SliceGrid::around((0, 10), (0, 10), [100.0, 1.0], 0.0, 4).is_err());
+    }
+}

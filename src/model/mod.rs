@@ -1,0 +1,52 @@
+//! ICHNet in burn: the network, its input convention and its weights.
+//!
+//! One model struct for native and browser; the backend is whichever `Device` the caller passes
+//! (flex on CPU, wgpu on a GPU). Weights travel as burnpack bytes: loaded from bytes everywhere
+//! (the browser fetches them), saved to files natively.
+
+pub mod bilinear;
+pub mod input;
+mod net;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
+
+pub use net::{Block, ConvBn, IchNet, IchNetConfig, Samples};
+
+use crate::error::{Error, Result};
+use burn::module::Module;
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+
+/// The shipped weights, embedded in the native binary so `ichnet segment` works from any folder.
+/// Never on wasm: the page fetches `weights/ichnet.bpk` (burn#4487, and a relink per weight
+/// change).
+#[cfg(not(target_arch = "wasm32"))]
+pub const BUNDLED_WEIGHTS: &[u8] = include_bytes!("../../weights/ichnet.bpk");
+
+/// Build the default-configuration network on `device` and load burnpack `bytes` into it, in
+/// inference mode. A file from another configuration fails with the layer that does not fit.
+pub fn load(bytes: Vec<u8>, device: &Device) -> Result<IchNet> {
+    let len = bytes.len();
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
+        Error::Weights(format!(
+            "the weights file ({len} bytes) is not a burnpack record: {e}"
+        ))
+    })?;
+    let model = IchNetConfig::new().init(device);
+    let model = model.try_load_record(record).map_err(|e| {
+        Error::Weights(format!(
+            "the weights file ({len} bytes) does not fit this version's ICHNet: {e}"
+        ))
+    })?;
+    Ok(model.valid())
+}
+
+/// Serialise a network's parameters (including batch-norm running statistics) to burnpack bytes.
+pub fn to_bytes(model: IchNet) -> Result<Vec<u8>> {
+    let bytes = model
+        .into_record()
+        .into_bytes()
+        .map_err(|e| Error::Weights(format!("could not serialise the weights: {e}")))?;
+    Ok(bytes.to_vec())
+}

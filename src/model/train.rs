@@ -1,0 +1,560 @@
+//! Training ICHNet from image/mask pairs (native only): slice cache, pixel sampling, Adam loop.
+//!
+//! Every case is read and preprocessed once into a cache of network-grid slices (HU as i16 at
+//! [`PIXEL_MM`], label and brain planes), so epochs never touch NIfTI again. A step draws crops
+//! from that cache, samples pixels inside the brain (as many haemorrhage as background pixels:
+//! the paper's class balancing) and trains on those pixels' hypercolumns only.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use ndarray::{Array3, Axis};
+
+use super::input::{CHANNELS, SliceGrid, window_into};
+use super::{IchNet, IchNetConfig, Samples};
+use crate::error::{Error, Result, try_vec};
+use crate::pipeline::BOX_MARGIN_MM;
+use crate::preprocess::bounding_box;
+use crate::volume::Stack;
+
+/// One cached slice on the network grid.
+#[derive(Debug, Clone)]
+pub struct CachedSlice {
+    /// Grid height.
+    pub h: usize,
+    /// Grid width.
+    pub w: usize,
+    /// HU rounded to integers (the windows are 40–400 HU wide, so rounding is invisible).
+    pub hu: Vec<i16>,
+    /// Haemorrhage label (0/1).
+    pub label: Vec<u8>,
+    /// Brain mask (0/1): pixels are sampled only here.
+    pub brain: Vec<u8>,
+    /// Number of haemorrhage pixels inside the brain.
+    pub positives: usize,
+}
+
+/// Cache the brain-containing slices of one case. Slices without blood are kept with
+/// probability `keep_negative` (drawn from `rng`): they carry the look-alikes the network must
+/// learn to reject, but are far more numerous than bleeding slices.
+pub fn cache_case(
+    stack: &Stack,
+    label: &Array3<u8>,
+    brain: &Array3<u8>,
+    multiple: usize,
+    keep_negative: f32,
+    rng: &mut Rng,
+) -> Result<Vec<CachedSlice>> {
+    if label.dim() != stack.hu.dim() || brain.dim() != stack.hu.dim() {
+        return Err(Error::InvalidInput(format!(
+            "mask dims {:?} / brain dims {:?} differ from the image's {:?}",
+            label.dim(),
+            brain.dim(),
+            stack.hu.dim()
+        )));
+    }
+    let Some(b) = bounding_box(brain) else {
+        return Ok(Vec::new());
+    };
+    let (zr, yr, xr) = (
+        (b.start[0], b.end[0]),
+        (b.start[1], b.end[1]),
+        (b.start[2], b.end[2]),
+    );
+    let grid = SliceGrid::around(
+        yr,
+        xr,
+        [stack.spacing[1], stack.spacing[2]],
+        BOX_MARGIN_MM,
+        multiple,
+    )?;
+    let mut out = Vec::new();
+    let mut hu = vec![0.0f32; grid.len()];
+    for z in zr.0..zr.1 {
+        let mut lab = vec![0u8; grid.len()];
+        let mut br = vec![0u8; grid.len()];
+        grid.resample_labels(label.index_axis(Axis(0), z), &mut lab);
+        grid.resample_labels(brain.index_axis(Axis(0), z), &mut br);
+        let brain_px = br.iter().filter(|&&b| b != 0).count();
+        if brain_px < 50 {
+            continue;
+        }
+        let positives = lab
+            .iter()
+            .zip(&br)
+            .filter(|&(&l, &b)| l != 0 && b != 0)
+            .count();
+        if positives == 0 && rng.unit() >= keep_negative {
+            continue;
+        }
+        grid.resample(stack.hu.index_axis(Axis(0), z), &mut hu);
+        out.push(CachedSlice {
+            h: grid.h,
+            w: grid.w,
+            hu: hu
+                .iter()
+                .map(|&v| v.round().clamp(-1024.0, 3071.0) as i16)
+                .collect(),
+            label: lab,
+            brain: br,
+            positives,
+        });
+    }
+    Ok(out)
+}
+
+/// A small deterministic generator (SplitMix64): training is reproducible from its seed without
+/// pulling a random-number crate into the library.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// Training hyper-parameters.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Adam steps to run in total (a resumed run continues to this count).
+    pub steps: usize,
+    /// Crops per step.
+    pub batch: usize,
+    /// Crop side in network pixels (a multiple of the model's size multiple).
+    pub crop: usize,
+    /// Haemorrhage pixels sampled per crop (as many background pixels are sampled).
+    pub pixels: usize,
+    /// Peak learning rate (cosine-decayed to 5 % of it).
+    pub lr: f64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Steps between checkpoints / validations.
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            steps: 3000,
+            batch: 8,
+            crop: 80,
+            pixels: 48,
+            lr: 2e-3,
+            seed: 1,
+            checkpoint_every: 250,
+        }
+    }
+}
+
+/// One training batch: `[b, CHANNELS, crop, crop]` input, sampled pixels, targets.
+pub struct Batch {
+    /// Input planes, batch-major.
+    pub x: Vec<f32>,
+    /// Batch size.
+    pub b: usize,
+    /// Crop side.
+    pub crop: usize,
+    /// Sampled pixels.
+    pub samples: Samples,
+    /// Target of each sampled pixel (1 = haemorrhage).
+    pub target: Vec<f32>,
+}
+
+/// Draw a batch from the cache: half the crops centred near blood (when the cache has any), the
+/// rest anywhere in the brain; left–right flips; pixels sampled class-balanced inside the brain.
+/// Background samples are stratified: half of them from pixels in 40–100 HU or above 100 HU
+/// (where blood's look-alikes live) when such pixels exist, so rare confounders are seen often.
+pub fn draw_batch(
+    cache: &[CachedSlice],
+    positive_ids: &[usize],
+    o: &TrainOptions,
+    rng: &mut Rng,
+) -> Batch {
+    let c = o.crop;
+    let mut x = vec![0.0f32; o.batch * CHANNELS * c * c];
+    let mut samples = Samples::default();
+    let mut target = Vec::new();
+    let mut hu = vec![0.0f32; c * c];
+    let mut lab = vec![0u8; c * c];
+    let mut br = vec![0u8; c * c];
+    for n in 0..o.batch {
+        let want_pos = !positive_ids.is_empty() && n % 2 == 0;
+        let sid = if want_pos {
+            positive_ids[rng.below(positive_ids.len())]
+        } else {
+            rng.below(cache.len())
+        };
+        let s = &cache[sid];
+        // Crop centre: a blood pixel (jittered) or any brain pixel.
+        let pick = |want: fn(&CachedSlice, usize) -> bool, rng: &mut Rng| -> Option<usize> {
+            for _ in 0..64 {
+                let i = rng.below(s.h * s.w);
+                if want(s, i) {
+                    return Some(i);
+                }
+            }
+            None
+        };
+        let centre = if want_pos {
+            pick(|s, i| s.label[i] != 0 && s.brain[i] != 0, rng)
+        } else {
+            None
+        }
+        .or_else(|| pick(|s, i| s.brain[i] != 0, rng))
+        .unwrap_or(s.h / 2 * s.w + s.w / 2);
+        let jitter = |rng: &mut Rng| rng.below(c / 2 + 1) as isize - (c / 4) as isize;
+        let cy = (centre / s.w) as isize + jitter(rng);
+        let cx = (centre % s.w) as isize + jitter(rng);
+        let oy = cy - (c / 2) as isize;
+        let ox = cx - (c / 2) as isize;
+        let flip = rng.unit() < 0.5;
+        let offset = (rng.unit() - 0.5) * 6.0; // ±3 HU calibration jitter
+        for i in 0..c {
+            for j in 0..c {
+                let sy = oy + i as isize;
+                let sx = ox
+                    + if flip {
+                        (c - 1 - j) as isize
+                    } else {
+                        j as isize
+                    };
+                let k = i * c + j;
+                if sy >= 0 && sx >= 0 && (sy as usize) < s.h && (sx as usize) < s.w {
+                    let si = sy as usize * s.w + sx as usize;
+                    hu[k] = s.hu[si] as f32 + offset;
+                    lab[k] = s.label[si];
+                    br[k] = s.brain[si];
+                } else {
+                    hu[k] = super::input::OUTSIDE_HU;
+                    lab[k] = 0;
+                    br[k] = 0;
+                }
+            }
+        }
+        window_into(
+            &hu,
+            &mut x[n * CHANNELS * c * c..(n + 1) * CHANNELS * c * c],
+        );
+        sample_pixels(
+            n,
+            c,
+            &hu,
+            &lab,
+            &br,
+            o.pixels,
+            rng,
+            &mut samples,
+            &mut target,
+        );
+    }
+    Batch {
+        x,
+        b: o.batch,
+        crop: c,
+        samples,
+        target,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sample_pixels(
+    n: usize,
+    c: usize,
+    hu: &[f32],
+    lab: &[u8],
+    br: &[u8],
+    k: usize,
+    rng: &mut Rng,
+    samples: &mut Samples,
+    target: &mut Vec<f32>,
+) {
+    let mut pos = Vec::new();
+    let mut neg_easy = Vec::new();
+    let mut neg_hard = Vec::new();
+    for i in 0..c * c {
+        if br[i] == 0 {
+            continue;
+        }
+        if lab[i] != 0 {
+            pos.push(i);
+        } else if hu[i] >= 40.0 {
+            neg_hard.push(i);
+        } else {
+            neg_easy.push(i);
+        }
+    }
+    let n_pos = pos.len().min(k);
+    // Without blood in the crop, half the budget of background pixels keeps such crops useful
+    // (look-alikes) without letting background dominate the loss.
+    let n_neg = if n_pos > 0 { n_pos } else { k / 2 };
+    let mut take = |from: &mut Vec<usize>, count: usize, t: f32, rng: &mut Rng| {
+        for _ in 0..count.min(from.len()) {
+            let j = rng.below(from.len());
+            let i = from.swap_remove(j);
+            samples.push(n, i / c, i % c);
+            target.push(t);
+        }
+    };
+    take(&mut pos, n_pos, 1.0, rng);
+    let hard = (n_neg / 2).min(neg_hard.len());
+    take(&mut neg_hard, hard, 0.0, rng);
+    let easy = n_neg - hard;
+    if neg_easy.len() >= easy {
+        take(&mut neg_easy, easy, 0.0, rng);
+    } else {
+        let rest = easy - neg_easy.len();
+        take(&mut neg_easy, easy, 0.0, rng);
+        take(&mut neg_hard, rest, 0.0, rng);
+    }
+}
+
+/// Mean binary cross-entropy of `logits` against `target`, in the overflow-free form
+/// `max(z, 0) − z·t + log(1 + e^(−|z|))`.
+pub fn bce_with_logits(logits: Tensor<1>, target: Tensor<1>) -> Tensor<1> {
+    let relu = logits.clone().clamp_min(0.0);
+    let softplus = logits.clone().abs().neg().exp().log1p();
+    (relu - logits * target + softplus).mean()
+}
+
+/// Progress hook: `(step, total, loss)` after every step and a line of text at checkpoints.
+pub trait TrainMonitor {
+    /// Called after each step with the step number (1-based), total steps and smoothed loss.
+    fn step(&mut self, step: usize, total: usize, loss: f32);
+    /// Called with a human-readable note (checkpoint, validation result).
+    fn note(&mut self, text: &str);
+}
+
+/// Where training writes: the final weights, a checkpoint (weights + optimiser + step) beside
+/// them for `--resume`.
+pub struct TrainPaths<'a> {
+    /// Final (best-by-validation when validation data is given) weights.
+    pub out: &'a Path,
+}
+
+impl TrainPaths<'_> {
+    fn ckpt_model(&self) -> std::path::PathBuf {
+        self.out.with_extension("ckpt.bpk")
+    }
+    fn ckpt_optim(&self) -> std::path::PathBuf {
+        self.out.with_extension("optim.bpk")
+    }
+    fn ckpt_state(&self) -> std::path::PathBuf {
+        self.out.with_extension("ckpt.txt")
+    }
+}
+
+/// Validation score: Dice of thresholded dense predictions over all cached validation pixels
+/// inside the brain (one pooled Dice, which weighs large bleeds more, but is cheap and stable).
+pub fn validate(model: &IchNet, val: &[CachedSlice], device: &Device) -> Result<f32> {
+    let mut inter = 0usize;
+    let mut sum = 0usize;
+    for s in val {
+        let mut x = vec![0.0f32; CHANNELS * s.h * s.w];
+        let hu: Vec<f32> = s.hu.iter().map(|&v| v as f32).collect();
+        window_into(&hu, &mut x);
+        let t = Tensor::<4>::from_data(TensorData::new(x, [1, CHANNELS, s.h, s.w]), device);
+        let logits = model.forward_dense(t);
+        let v = logits
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Backend(format!("reading validation logits: {e:?}")))?;
+        for ((&logit, &b), &lab) in v.iter().zip(&s.brain).zip(&s.label) {
+            if b == 0 {
+                continue;
+            }
+            let p = logit > 0.0;
+            let l = lab != 0;
+            inter += usize::from(p && l);
+            sum += usize::from(p) + usize::from(l);
+        }
+    }
+    Ok(if sum == 0 {
+        1.0
+    } else {
+        2.0 * inter as f32 / sum as f32
+    })
+}
+
+/// Train (or resume) on `cache`, validating on `val` when it is not empty, and write the
+/// weights to `paths.out` (the best validation checkpoint, else the last).
+pub fn train(
+    cache: &[CachedSlice],
+    val: &[CachedSlice],
+    o: &TrainOptions,
+    paths: &TrainPaths<'_>,
+    resume: bool,
+    device: &Device,
+    monitor: &mut dyn TrainMonitor,
+) -> Result<()> {
+    if cache.is_empty() {
+        return Err(Error::InvalidInput(
+            "no training slices: the data folder holds no case with brain tissue".into(),
+        ));
+    }
+    let cfg = IchNetConfig::new();
+    let m = cfg.size_multiple();
+    if !o.crop.is_multiple_of(m) || o.crop == 0 {
+        return Err(Error::InvalidInput(format!(
+            "crop {} must be a positive multiple of {m}",
+            o.crop
+        )));
+    }
+    let positive_ids: Vec<usize> = (0..cache.len())
+        .filter(|&i| cache[i].positives > 0)
+        .collect();
+    device.seed(o.seed);
+    let mut model = cfg.init(device);
+    let mut optim: ModuleOptimizer = AdamConfig::new().init();
+    let mut start = 0usize;
+    let mut rng = Rng::new(o.seed);
+    let mut best = f32::NEG_INFINITY;
+    if resume {
+        let (step, rng_state, best_val) = read_state(&paths.ckpt_state())?;
+        let bytes =
+            std::fs::read(paths.ckpt_model()).map_err(|e| Error::io(paths.ckpt_model(), e))?;
+        let record =
+            burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+                .map_err(|e| Error::Weights(format!("checkpoint: {e}")))?;
+        model = model
+            .try_load_record(record)
+            .map_err(|e| Error::Weights(format!("checkpoint does not fit the model: {e}")))?;
+        optim = optim
+            .load(paths.ckpt_optim())
+            .map_err(|e| Error::Weights(format!("optimiser checkpoint: {e}")))?;
+        start = step;
+        rng = Rng(rng_state);
+        best = best_val;
+        monitor.note(&format!("resumed at step {step}"));
+    }
+    let mut ema = f32::NAN;
+    for step in start..o.steps {
+        let b = draw_batch(cache, &positive_ids, o, &mut rng);
+        if b.samples.is_empty() {
+            continue;
+        }
+        let x = Tensor::<4>::from_data(
+            TensorData::new(b.x, [b.b, CHANNELS, b.crop, b.crop]),
+            device,
+        );
+        let p = b.target.len();
+        let t = Tensor::<1>::from_data(TensorData::new(b.target, [p]), device);
+        let logits = model.forward_sparse(x, &b.samples);
+        let loss = bce_with_logits(logits, t);
+        let loss_v = loss
+            .clone()
+            .into_data()
+            .try_into_vec::<f32>()
+            .ok()
+            .and_then(|v| v.first().copied())
+            .unwrap_or(f32::NAN);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let progress = step as f64 / o.steps.max(1) as f64;
+        let lr = o.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+        model = optim.step(lr, model, grads);
+        ema = if ema.is_nan() {
+            loss_v
+        } else {
+            0.98 * ema + 0.02 * loss_v
+        };
+        monitor.step(step + 1, o.steps, ema);
+        let last = step + 1 == o.steps;
+        if (step + 1) % o.checkpoint_every.max(1) == 0 || last {
+            let valid = model.valid();
+            let plain = device.clone().inner();
+            let score = if val.is_empty() {
+                None
+            } else {
+                Some(validate(&valid, val, &plain)?)
+            };
+            let bytes = super::to_bytes(valid)?;
+            write_file(&paths.ckpt_model(), &bytes)?;
+            optim
+                .save(paths.ckpt_optim())
+                .map_err(|e| Error::Weights(format!("saving the optimiser checkpoint: {e}")))?;
+            match score {
+                Some(s) if s > best => {
+                    best = s;
+                    write_file(paths.out, &bytes)?;
+                    monitor.note(&format!(
+                        "step {}: validation Dice {s:.4} (best, saved)",
+                        step + 1
+                    ));
+                }
+                Some(s) => monitor.note(&format!(
+                    "step {}: validation Dice {s:.4} (best {best:.4})",
+                    step + 1
+                )),
+                None => {
+                    write_file(paths.out, &bytes)?;
+                    monitor.note(&format!("step {}: checkpoint saved", step + 1));
+                }
+            }
+            write_state(&paths.ckpt_state(), step + 1, rng.0, best)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn write_state(path: &Path, step: usize, rng: u64, best: f32) -> Result<()> {
+    write_file(path, format!("{step} {rng} {best}\n").as_bytes())
+}
+
+fn read_state(path: &Path) -> Result<(usize, u64, f32)> {
+    let mut s = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut s))
+        .map_err(|e| Error::io(path, e))?;
+    let bad = || {
+        Error::InvalidInput(format!(
+            "{}: not a checkpoint state line: {s:?}",
+            path.display()
+        ))
+    };
+    let mut it = s.split_whitespace();
+    let step = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let rng = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let best = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    Ok((step, rng, best))
+}
+
+/// Bytes of a cache of slices (for the progress report).
+pub fn cache_bytes(cache: &[CachedSlice]) -> usize {
+    cache.iter().map(|s| s.hu.len() * 4).sum()
+}
+
+/// Preallocate a cache vector, checked.
+pub fn cache_vec(n: usize) -> Result<Vec<CachedSlice>> {
+    try_vec(n, "the training slice cache")
+}

@@ -1,0 +1,250 @@
+// The web app in real Chromium: the sample end to end on the CPU path and on WebGPU (SwiftShader),
+// the mask against the native CLI's, privacy (requests), responsiveness (long tasks), bad inputs,
+// cancel, offline. Run from the repo root: `node --test tests/browser/`.
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import {
+  ROOT,
+  SAMPLE,
+  chooseBackend,
+  chooseFile,
+  dice,
+  launch,
+  makeNifti,
+  nativeSegment,
+  parseNifti,
+  recordedPage,
+  requireWebBuild,
+  startServer,
+  waitSettled,
+} from "./helpers.mjs";
+
+/** Main-thread long tasks above this (ms) fail a run: the page must stay responsive. */
+const MAX_LONG_TASK_MS = 200;
+
+let server;
+before(async () => {
+  server = await startServer();
+});
+after(() => server?.stop());
+
+describe("ichnet serve", () => {
+  test("serves the app with exact MIME types and a self-only CSP", async () => {
+    const res = await fetch(server.url);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type"), /^text\/html/);
+    const csp = res.headers.get("content-security-policy");
+    assert.match(csp, /default-src 'self'/);
+    assert.match(csp, /script-src 'self' 'wasm-unsafe-eval'/);
+    assert.doesNotMatch(csp, /unsafe-inline|https?:\/\/|\*/);
+    assert.equal(res.headers.get("x-content-type-options"), "nosniff");
+    const js = await fetch(new URL("worker.js", server.url));
+    assert.match(js.headers.get("content-type"), /^text\/javascript/);
+  });
+
+  test("answers a repeated request with 304 and refuses paths outside the folders", async () => {
+    const first = await fetch(new URL("app.js", server.url));
+    const etag = first.headers.get("etag");
+    assert.ok(etag);
+    const again = await fetch(new URL("app.js", server.url), { headers: { "if-none-match": etag } });
+    assert.equal(again.status, 304);
+    for (const path of ["/../Cargo.toml", "/%2e%2e/Cargo.toml", "/weights/../Cargo.toml", "/nope.js"]) {
+      const r = await fetch(server.origin + path);
+      assert.equal(r.status, 404, path);
+    }
+    const post = await fetch(server.url, { method: "POST", body: "x" });
+    assert.equal(post.status, 405);
+  });
+
+  test("serves the wasm as application/wasm and the weights from /weights/", async () => {
+    requireWebBuild();
+    const wasm = await fetch(new URL("pkg/ichnet_bg.wasm", server.url));
+    assert.equal(wasm.headers.get("content-type"), "application/wasm");
+    const w = await fetch(new URL("weights/ichnet.bpk", server.url));
+    assert.equal(w.status, 200);
+    assert.equal(Number(w.headers.get("content-length")), readFileSync(join(ROOT, "weights/ichnet.bpk")).length);
+  });
+});
+
+/**
+ * Segment the sample through the page's own button, check everything the user sees and every
+ * request, download the mask and compare it with the native CLI's. Returns the report.
+ */
+async function segmentSampleEndToEnd({ webgpu, screenshot, input = null }) {
+  requireWebBuild();
+  const scanPath = input ?? SAMPLE;
+  const browser = await launch({ webgpu });
+  try {
+    const { page, requests, consoleLines } = await recordedPage(browser);
+    await page.goto(server.url);
+    if (webgpu) await chooseBackend(page, "webgpu");
+    if (input) await chooseFile(page, basename(input), readFileSync(input));
+    else await page.click("#sample");
+    const state = await waitSettled(page, 900_000);
+    assert.equal(state, "done", `the run ended in ${state}: ${await page.textContent("#error")}\n${consoleLines.join("\n")}`);
+
+    const text = await page.textContent("#res-list");
+    assert.match(text, /Haemorrhage volume\s*[\d.]+ mL/);
+    assert.match(text, /ABC\/2/);
+    assert.match(text, webgpu ? /Backend\s*WebGPU/ : /Backend\s*CPU/);
+
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#dl-mask")]);
+    const webMask = readFileSync(await download.path());
+    const [repDl] = await Promise.all([page.waitForEvent("download"), page.click("#dl-report")]);
+    const report = JSON.parse(readFileSync(await repDl.path(), "utf8"));
+
+    // Same grid and (to float tolerance of GPU vs CPU) the same voxels as the CLI.
+    const native = nativeSegment(scanPath);
+    const a = parseNifti(webMask);
+    const b = parseNifti(native.mask);
+    assert.deepEqual(a.dims, b.dims);
+    assert.deepEqual(a.srow, b.srow);
+    assert.deepEqual(a.pixdim.slice(1, 4), b.pixdim.slice(1, 4));
+    const d = dice(a.data, b.data);
+    assert.ok(d >= 0.99, `Dice between browser and CLI masks is ${d}`);
+    const volWeb = report.volume_ml;
+    const volNative = native.json.volume_ml;
+    assert.ok(Math.abs(volWeb - volNative) <= 0.01 * Math.max(volNative, 0.1), `volumes: browser ${volWeb} mL, CLI ${volNative} mL`);
+    if (!webgpu) assert.ok(webMask.equals(native.mask), "on the CPU path the .nii.gz bytes equal the CLI's");
+
+    // Privacy: only this origin, only GETs, and the scan's bytes in no request.
+    const sample = readFileSync(scanPath);
+    const probe = sample.subarray(sample.length >> 1, (sample.length >> 1) + 64);
+    for (const r of requests) {
+      assert.ok(r.url.startsWith(server.origin + "/") || r.url.startsWith("blob:") || r.url.startsWith("data:"), `request to ${r.url}`);
+      assert.equal(r.method, "GET", `${r.method} ${r.url}`);
+      assert.ok(!r.body || r.body.indexOf(probe) < 0, `scan bytes in a request to ${r.url}`);
+    }
+
+    const longTasks = await page.longTasks();
+    assert.ok(Array.isArray(longTasks), "the browser reports long tasks");
+    const worst = Math.max(0, ...longTasks);
+    assert.ok(worst <= MAX_LONG_TASK_MS, `a main-thread task took ${worst} ms (all: ${longTasks.join(", ")})`);
+
+    if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+    return report;
+  } finally {
+    await browser.close();
+  }
+}
+
+describe("the sample, end to end", () => {
+  test("on the CPU path (no WebGPU flag), matching the CLI", async () => {
+    const report = await segmentSampleEndToEnd({ webgpu: false, screenshot: "/tmp/ichnet-result-cpu.png" });
+    assert.match(report.backend, /^CPU/);
+  });
+
+  // SwiftShader (software WebGPU, the only adapter on a machine without a GPU) needs well over ten
+  // minutes for the full sample on 2 cores, so the forced-WebGPU run uses the small synthetic
+  // fixture (128×128×16): the same code path, the same comparison with the CLI.
+  test("on WebGPU (--enable-unsafe-webgpu, SwiftShader), matching the CLI", async () => {
+    const report = await segmentSampleEndToEnd({
+      webgpu: true,
+      screenshot: "/tmp/ichnet-result-webgpu.png",
+      input: join(ROOT, "tests/fixtures/synth/images/synth_00000.nii.gz"),
+    });
+    assert.match(report.backend, /^WebGPU/);
+  });
+});
+
+describe("bad inputs, cancel and recovery", () => {
+  const perfusion = readFileSync(join(ROOT, "tests/fixtures/nifti/ct-samples/ct_perfusion.nii.gz"));
+  const sample = () => readFileSync(SAMPLE);
+  const cases = [
+    ["notes.nii", Buffer.from("This is a text file, not a scan.\n".repeat(40)), /not a NIfTI|NIfTI/i],
+    ["empty.nii", Buffer.alloc(0), /empty|0 bytes|no header|too short|NIfTI/i],
+    ["cut.nii.gz", () => sample().subarray(0, sample().length >> 1), /gzip|cut short|truncated|ends/i],
+    ["ct_perfusion.nii.gz", perfusion, /RGB/],
+    ["huge.nii", makeNifti({ dims: [30000, 30000, 30000], headerOnlyDims: [30000, 30000, 30000], gzip: false }), /too large|limit|voxels|memory/i],
+    ["half.hdr", Buffer.alloc(348), /\.img/],
+  ];
+
+  test("each bad input shows its message; cancel stops the run; the next scan works", async () => {
+    requireWebBuild();
+    const browser = await launch();
+    try {
+      const { page, consoleLines } = await recordedPage(browser);
+      await page.goto(server.url);
+      for (const [name, data, expected] of cases) {
+        const bytes = typeof data === "function" ? data() : data;
+        // Forget the previous case's state, so waiting cannot return on its leftover "error".
+        await page.evaluate(() => (document.body.dataset.state = "test-pending"));
+        await chooseFile(page, name, bytes);
+        const state = await waitSettled(page);
+        const message = await page.textContent("#error");
+        assert.equal(state, "error", `${name}: ended in ${state}`);
+        assert.match(message, expected, `${name}: "${message}"`);
+        assert.ok(message.startsWith(name), `${name}: the message names the file: "${message}"`);
+      }
+
+      // 4-D: the first volume is used and the page says so.
+      await page.evaluate(() => (document.body.dataset.state = "test-pending"));
+      const fourD = makeNifti({ dims: [40, 40, 6, 3], pixdim: [4, 4, 5], voxel: (x, y) => (Math.hypot(x - 20, y - 20) < 15 ? 35 : -1000) });
+      await chooseFile(page, "four_d.nii.gz", fourD);
+      await page.waitForFunction(() => !document.getElementById("warnings").hidden || document.body.dataset.state === "error");
+      const notes = (await page.textContent("#warnings")) + (await page.textContent("#error"));
+      assert.match(notes, /4-D|volumes|first/i, notes);
+      await waitSettled(page);
+
+      // Cancel during the network: the state says so and no result appears.
+      await page.evaluate(() => (document.body.dataset.state = "test-pending"));
+      await page.click("#sample");
+      await page.waitForFunction(() => /network|CRF/.test(document.getElementById("stage").textContent), null, { timeout: 300_000 });
+      await page.click("#cancel");
+      assert.equal(await waitSettled(page), "cancelled");
+      assert.equal(await page.isVisible("#results"), false);
+
+      // And the page still works: the sample segments.
+      await page.evaluate(() => (document.body.dataset.state = "test-pending"));
+      await page.click("#sample");
+      const final = await waitSettled(page);
+      assert.equal(final, "done", `${await page.textContent("#error")}\n${consoleLines.join("\n")}`);
+      assert.equal(await page.isVisible("#error"), false);
+    } finally {
+      await browser.close();
+    }
+  });
+});
+
+describe("offline", () => {
+  test("after one visit, the page reloads and segments with the server gone", async () => {
+    requireWebBuild();
+    // Its own server, stopped half-way: the network is really gone, not emulated (Chromium's
+    // offline emulation also fails requests that the service worker would answer).
+    const own = await startServer();
+    const browser = await launch();
+    try {
+      const { page } = await recordedPage(browser);
+      await page.goto(own.url);
+      // Wait until the service worker is active and has stored the engine and the weights.
+      // Polled from Node: page.waitForFunction does not await an async predicate (a pending
+      // Promise is truthy), which once let this test go offline before anything was cached.
+      const cached = async () =>
+        page.evaluate(async () => {
+          const reg = await navigator.serviceWorker.getRegistration();
+          if (!reg?.active || !navigator.serviceWorker.controller) return false;
+          const cache = await caches.open("ichnet-v1");
+          const paths = ["./", "app.js", "worker.js", "pkg/ichnet.js", "pkg/ichnet_bg.wasm", "weights/ichnet.bpk", "samples/sample_head_ct_simulated_bleed.nii.gz"];
+          for (const p of paths) if (!(await cache.match(p))) return false;
+          return true;
+        });
+      const deadline = Date.now() + 120_000;
+      while (!(await cached())) {
+        assert.ok(Date.now() < deadline, "the service worker did not cache the app within 120 s");
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      await own.stop();
+      await page.reload();
+      assert.equal(await page.evaluate(() => Boolean(navigator.serviceWorker.controller)), true, "the service worker answers");
+      await page.click("#sample");
+      const state = await waitSettled(page);
+      assert.equal(state, "done", await page.textContent("#error"));
+    } finally {
+      await browser.close();
+      await own.stop();
+    }
+  });
+});

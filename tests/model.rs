@@ -1,0 +1,108 @@
+//! ICHNet's network: the shipped weights load, and dense inference equals the sparse path.
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use ichnet::model::{self, IchNetConfig, Samples};
+
+/// Deterministic pseudo-random values in [0, 1).
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn shipped_weights_load_into_the_default_config() {
+    let device = Device::flex();
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/ichnet.bpk")).unwrap();
+    assert!(
+        bytes.len() <= 8 << 20,
+        "weights are {} bytes, over 8 MB",
+        bytes.len()
+    );
+    model::load(bytes, &device).expect("weights/ichnet.bpk must fit IchNetConfig::new()");
+}
+
+#[test]
+fn weights_from_another_config_are_refused() {
+    let device = Device::flex();
+    let other = IchNetConfig::new()
+        .with_widths(vec![8, 8, 8, 8, 8])
+        .init(&device);
+    let bytes = model::to_bytes(other).unwrap();
+    let err = model::load(bytes, &device).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+}
+
+#[test]
+fn dense_inference_equals_sparse_sampling() {
+    let device = Device::flex();
+    // Inference mode: batch norm on running statistics, no dropout.
+    let net = IchNetConfig::new().init(&device).valid();
+    let (n, c, h, w) = (2, 3, 36, 44);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(noise(n * c * h * w, 7), [n, c, h, w]),
+        &device,
+    );
+    let dense = net.forward_dense(x.clone());
+    assert_eq!(dense.dims(), [n, h, w]);
+    let dense = dense.into_data().try_into_vec::<f32>().unwrap();
+    let mut s = Samples::default();
+    // Corners, edges and interior pixels of both slices, including odd coordinates between the
+    // pooled maps' pixel centres.
+    for (b, y, xx) in [
+        (0, 0, 0),
+        (0, 35, 43),
+        (1, 17, 21),
+        (1, 1, 42),
+        (0, 34, 1),
+        (1, 9, 30),
+        (0, 22, 13),
+    ] {
+        s.push(b, y, xx);
+    }
+    let sparse = net
+        .forward_sparse(x, &s)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let spread = dense.iter().cloned().fold(f32::MIN, f32::max)
+        - dense.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(
+        spread > 1e-4,
+        "the logits do not vary ({spread}), the comparison would be empty"
+    );
+    for (i, &v) in sparse.iter().enumerate() {
+        let d = dense[(s.n[i] * h + s.y[i]) * w + s.x[i]];
+        assert!(
+            (d - v).abs() <= 1e-4 * (1.0 + d.abs()),
+            "pixel {i}: dense {d} vs sparse {v}"
+        );
+    }
+}
+
+#[test]
+fn training_mode_runs_sparse_with_gradients() {
+    let device = Device::flex().autodiff();
+    let net = IchNetConfig::new().init(&device);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(noise(2 * 3 * 16 * 16, 3), [2, 3, 16, 16]),
+        &device,
+    );
+    let mut s = Samples::default();
+    s.push(0, 3, 4);
+    s.push(1, 15, 0);
+    let logits = net.forward_sparse(x, &s);
+    let t = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 0.0], [2]), &device);
+    let loss = ichnet::model::train::bce_with_logits(logits, t);
+    let v = loss.clone().into_data().try_into_vec::<f32>().unwrap()[0];
+    assert!(v.is_finite() && v > 0.0, "loss {v}");
+    let _grads = loss.backward();
+}

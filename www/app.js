@@ -1,0 +1,316 @@
+// The page: choose a scan, watch the progress, look at the result, download it. All the work is in
+// the worker (through `Segmenter`); this file only wires the UI, so the main thread stays free.
+//
+// `index.html?embed=1&allow=ORIGIN[,ORIGIN...]` runs the same page inside a host's iframe: the
+// host posts a scan (`Frame.SEGMENT`), the page shows it and posts the result back. Messages from
+// origins not in the allow-list are ignored.
+
+import { Segmenter } from "./embed.js";
+import { Frame, Stage } from "./protocol.js";
+import { PRESETS, Viewer } from "./viewer.js";
+
+const SAMPLE_URL = new URL("samples/sample_head_ct_simulated_bleed.nii.gz", import.meta.url);
+const SAMPLE_NAME = "sample (real CT, simulated bleed).nii.gz";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  drop: $("drop"),
+  file: $("file"),
+  sample: $("sample"),
+  crf: $("opt-crf"),
+  backend: $("opt-backend"),
+  status: $("status"),
+  progress: $("progress"),
+  stage: $("stage"),
+  cancel: $("cancel"),
+  error: $("error"),
+  warnings: $("warnings"),
+  viewerPanel: $("viewer-panel"),
+  views: $("views"),
+  winC: $("win-c"),
+  winW: $("win-w"),
+  ovOn: $("ov-on"),
+  ovAlpha: $("ov-alpha"),
+  cursor: $("cursor"),
+  results: $("results"),
+  resName: $("res-name"),
+  resList: $("res-list"),
+  dlMask: $("dl-mask"),
+  dlReport: $("dl-report"),
+};
+
+const segmenter = new Segmenter();
+const viewer = new Viewer(ui.views);
+let abort = null;
+let downloads = [];
+
+/** Where each stage sits on the progress bar (the network dominates the time). */
+const STAGE_SPAN = {
+  [Stage.LOADING]: [0, 0.05],
+  [Stage.READING]: [0.05, 0.1],
+  [Stage.BRAIN]: [0.1, 0.15],
+  [Stage.NETWORK]: [0.15, 0.85],
+  [Stage.CRF]: [0.85, 0.95],
+  [Stage.WRITING]: [0.95, 1],
+  [Stage.DONE]: [1, 1],
+};
+
+function setState(state) {
+  document.body.dataset.state = state;
+}
+
+function showError(message) {
+  ui.error.textContent = message;
+  ui.error.hidden = false;
+}
+
+function clearMessages() {
+  ui.error.hidden = true;
+  ui.error.textContent = "";
+  ui.warnings.hidden = true;
+  ui.warnings.textContent = "";
+}
+
+function showProgress({ stage, done, total, detail }) {
+  const [a, b] = STAGE_SPAN[stage] ?? [0, 0];
+  const frac = total > 0 ? done / total : 0;
+  ui.progress.value = a + (b - a) * frac;
+  let text = stage;
+  if (stage === Stage.NETWORK && total > 0) text = `network: batch ${done}/${total}`;
+  if (detail) text += ` (${detail})`;
+  ui.stage.textContent = text;
+}
+
+function showVolume(msg) {
+  ui.viewerPanel.hidden = false;
+  ui.views.hidden = false;
+  viewer.setVolume({ dims: msg.dims, spacing: msg.spacing, hu: msg.hu });
+  if (msg.warnings?.length) {
+    ui.warnings.replaceChildren(...msg.warnings.map((w) => Object.assign(document.createElement("p"), { textContent: `Note: ${w}` })));
+    ui.warnings.hidden = false;
+  }
+}
+
+const fmt = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : "–");
+
+function showResult(name, { mask, maskNifti, report }) {
+  viewer.setMask(mask);
+  viewer.focusMask();
+  for (const url of downloads) URL.revokeObjectURL(url);
+  const base = name.replace(/\.(nii\.gz|nii|hdr|img)$/i, "");
+  const maskUrl = URL.createObjectURL(new Blob([maskNifti], { type: "application/gzip" }));
+  const reportUrl = URL.createObjectURL(new Blob([JSON.stringify(report, null, 2)], { type: "application/json" }));
+  downloads = [maskUrl, reportUrl];
+  ui.dlMask.href = maskUrl;
+  ui.dlMask.download = `${base}_ich_mask.nii.gz`;
+  ui.dlReport.href = reportUrl;
+  ui.dlReport.download = `${base}_ich_report.json`;
+
+  const abc = report.abc2 ?? {};
+  const t = Object.fromEntries((report.timings ?? []).map(({ stage, ms }) => [stage, ms]));
+  const rows = [
+    ["Haemorrhage volume", `${fmt(report.volume_ml)} mL`, true],
+    ["ABC/2", `${fmt(abc.ml)} mL (A ${fmt(abc.a_mm / 10)} cm × B ${fmt(abc.b_mm / 10)} cm × C ${fmt(abc.c_mm / 10)} cm / 2)`],
+    ["Slices with blood", String(report.slices_with_blood ?? "–")],
+    ["Brain volume", `${fmt(report.brain_ml, 0)} mL`],
+    ["CRF", report.crf ? "on" : "off"],
+    ["Backend", report.backend + (report.backend_note ? ` (${report.backend_note})` : "")],
+    ["Time", `read ${t.read} ms, brain mask ${t.brain} ms, engine ${t.engine} ms, network ${t.network} ms, CRF ${t.crf} ms, writing ${t.write} ms`],
+  ];
+  ui.resList.replaceChildren(...rows.flatMap(([k, v, big]) => {
+    const dt = Object.assign(document.createElement("dt"), { textContent: k });
+    const dd = Object.assign(document.createElement("dd"), { textContent: v });
+    if (big) dd.className = "big";
+    return [dt, dd];
+  }));
+  ui.resName.textContent = name;
+  ui.results.hidden = false;
+}
+
+/**
+ * Run one scan through the worker. Returns the result, or null when it failed or was cancelled
+ * (the message is already on the page). Safe to call again at once: the page never gets stuck.
+ */
+async function run(files, displayName, { onProgress } = {}) {
+  abort?.abort();
+  clearMessages();
+  ui.results.hidden = true;
+  viewer.setMask(null);
+  ui.status.hidden = false;
+  ui.cancel.disabled = false;
+  ui.sample.disabled = true;
+  setState("running");
+  abort = new AbortController();
+  const mine = abort;
+  try {
+    const result = await segmenter.run(files, {
+      signal: mine.signal,
+      crf: ui.crf.checked,
+      backend: ui.backend.value,
+      onProgress: (p) => {
+        showProgress(p);
+        onProgress?.(p);
+      },
+      onVolume: showVolume,
+    });
+    showResult(displayName, result);
+    setState("done");
+    return result;
+  } catch (e) {
+    if (e.name === "AbortError") {
+      ui.stage.textContent = "cancelled";
+      setState("cancelled");
+    } else {
+      showError(`${displayName}: ${e.message}`);
+      if (!ui.results.hidden) ui.results.hidden = true;
+      setState("error");
+    }
+    return null;
+  } finally {
+    if (abort === mine) abort = null;
+    ui.cancel.disabled = true;
+    ui.sample.disabled = false;
+  }
+}
+
+/** Pair up dropped files: one .nii(.gz), or a .hdr with its .img. */
+async function filesToJob(list) {
+  const files = [...list];
+  if (files.length === 0) throw new Error("no file was given");
+  const lower = (f) => f.name.toLowerCase();
+  const hdr = files.find((f) => lower(f).endsWith(".hdr"));
+  const img = files.find((f) => lower(f).endsWith(".img"));
+  if (hdr || img) {
+    if (!hdr || !img) {
+      const have = (hdr ?? img).name;
+      throw new Error(`${have} is half of an Analyze/NIfTI pair: choose the .hdr and the .img together`);
+    }
+    return { name: hdr.name, files: [{ name: hdr.name, bytes: await hdr.arrayBuffer() }, { name: img.name, bytes: await img.arrayBuffer() }] };
+  }
+  if (files.length > 1) throw new Error(`${files.length} files were given: choose one scan (or one .hdr with its .img)`);
+  return { name: files[0].name, files: [{ name: files[0].name, bytes: await files[0].arrayBuffer() }] };
+}
+
+async function runFiles(list) {
+  let job;
+  try {
+    job = await filesToJob(list);
+  } catch (e) {
+    clearMessages();
+    showError(e.message);
+    setState("error");
+    return;
+  }
+  await run(job.files, job.name);
+}
+
+async function runSample() {
+  clearMessages();
+  let bytes;
+  try {
+    const res = await fetch(SAMPLE_URL);
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    bytes = await res.arrayBuffer();
+  } catch (e) {
+    showError(`the sample could not be loaded (${e.message})`);
+    setState("error");
+    return;
+  }
+  await run([{ name: SAMPLE_NAME, bytes }], SAMPLE_NAME);
+}
+
+function wireInput() {
+  ui.file.addEventListener("change", () => {
+    const list = ui.file.files;
+    if (list?.length) runFiles(list);
+    ui.file.value = "";
+  });
+  ui.sample.addEventListener("click", runSample);
+  ui.cancel.addEventListener("click", () => abort?.abort());
+  for (const ev of ["dragenter", "dragover"]) {
+    ui.drop.addEventListener(ev, (e) => {
+      e.preventDefault();
+      ui.drop.classList.add("over");
+    });
+  }
+  for (const ev of ["dragleave", "drop"]) ui.drop.addEventListener(ev, () => ui.drop.classList.remove("over"));
+  ui.drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    if (e.dataTransfer?.files?.length) runFiles(e.dataTransfer.files);
+  });
+  // A file dropped next to the drop zone must not make the browser navigate away from the page.
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+}
+
+function wireViewer() {
+  const applyWindow = (c, w) => {
+    ui.winC.value = String(c);
+    ui.winW.value = String(w);
+    viewer.setWindow(c, w);
+  };
+  for (const b of document.querySelectorAll("[data-preset]")) {
+    b.addEventListener("click", () => applyWindow(...PRESETS[b.dataset.preset]));
+  }
+  const manual = () => viewer.setWindow(Number(ui.winC.value), Number(ui.winW.value));
+  ui.winC.addEventListener("input", manual);
+  ui.winW.addEventListener("input", manual);
+  const overlay = () => viewer.setOverlay({ visible: ui.ovOn.checked, opacity: Number(ui.ovAlpha.value) });
+  ui.ovOn.addEventListener("change", overlay);
+  ui.ovAlpha.addEventListener("input", overlay);
+  viewer.onCursor = ({ z, y, x, hu }) => {
+    ui.cursor.textContent = `voxel (x ${x}, y ${y}, z ${z}) ${Math.round(hu)} HU`;
+  };
+}
+
+/** Iframe mode: the host's origin must be in `allow`; everything else is ignored. */
+function wireEmbed(params) {
+  document.body.classList.add("embed");
+  const allowed = new Set((params.get("allow") ?? "").split(",").map((s) => s.trim()).filter(Boolean));
+  if (window.parent === window || allowed.size === 0) return;
+  let current = null;
+  window.addEventListener("message", async (event) => {
+    if (event.source !== window.parent || !allowed.has(event.origin)) {
+      // Counted, not answered: a stranger learns nothing, and the count shows the check ran.
+      document.body.dataset.ignored = String(Number(document.body.dataset.ignored ?? 0) + 1);
+      return;
+    }
+    const msg = event.data ?? {};
+    const reply = (m, transfer = []) => window.parent.postMessage(m, event.origin, transfer);
+    if (msg.type === Frame.CANCEL && current === msg.id) {
+      abort?.abort();
+      return;
+    }
+    if (msg.type !== Frame.SEGMENT || !(msg.bytes instanceof ArrayBuffer)) return;
+    const id = msg.id;
+    current = id;
+    const name = typeof msg.name === "string" ? msg.name : "scan.nii.gz";
+    ui.crf.checked = msg.options?.crf !== false;
+    if (typeof msg.options?.backend === "string") ui.backend.value = msg.options.backend;
+    const result = await run([{ name, bytes: msg.bytes }], name, {
+      onProgress: (p) => reply({ type: Frame.PROGRESS, id, stage: p.stage, done: p.done, total: p.total }),
+    });
+    if (result) {
+      const copy = result.maskNifti.slice().buffer;
+      reply({ type: Frame.RESULT, id, maskNifti: copy, report: result.report }, [copy]);
+    } else {
+      reply({ type: Frame.ERROR, id, message: document.body.dataset.state === "cancelled" ? "cancelled" : ui.error.textContent });
+    }
+  });
+  // Posting with an explicit target origin means only an allowed parent can hear us.
+  for (const origin of allowed) window.parent.postMessage({ type: Frame.READY }, origin);
+}
+
+function registerServiceWorker() {
+  if (!("serviceWorker" in navigator)) return;
+  navigator.serviceWorker.register(new URL("sw.js", import.meta.url)).catch((e) => {
+    console.warn(`offline mode unavailable: ${e.message}`);
+  });
+}
+
+wireInput();
+wireViewer();
+const params = new URLSearchParams(location.search);
+if (params.get("embed") === "1") wireEmbed(params);
+registerServiceWorker();
+setState("idle");
