@@ -30,8 +30,8 @@ if [[ "${SKIP_WASM_OPT:-0}" != 1 && ! -x "$wasm_opt" ]]; then
   (cd tests/browser && npm install --no-audit --no-fund)
 fi
 
-cargo build --release --lib --target wasm32-unknown-unknown
-raw="$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/ichnet.wasm"
+cargo build --profile wasm-release --lib --target wasm32-unknown-unknown
+raw="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/ichnet.wasm"
 
 out="www/pkg"
 mkdir -p "$out"

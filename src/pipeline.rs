@@ -252,9 +252,16 @@ impl Prepared {
     /// Haemorrhage probability on the stack grid (0 outside the brain), from the network, or the
     /// CRF's refinement once [`Prepared::apply_crf`] ran.
     pub fn probability(&self) -> Result<Array3<f32>> {
-        if let Some(r) = &self.refined {
-            return Ok(r.clone());
+        match &self.refined {
+            Some(r) => Ok(r.clone()),
+            None => self.network_probability(),
         }
+    }
+
+    /// The network's own probabilities on the stack grid, ignoring any CRF refinement: the CRF
+    /// always starts from these, so applying it again (another configuration, a retry) never
+    /// compounds.
+    fn network_probability(&self) -> Result<Array3<f32>> {
         if !self.complete() {
             let missing = self.done.iter().filter(|d| !**d).count();
             return Err(Error::InvalidInput(format!(
@@ -283,15 +290,15 @@ impl Prepared {
         Ok(out)
     }
 
-    /// Refine the probabilities with the 3D dense CRF inside the brain; `progress(done, total)`
-    /// returning `false` cancels.
+    /// Refine the network's probabilities with the 3D dense CRF inside the brain (replacing any
+    /// earlier refinement); `progress(done, total)` returning `false` cancels.
     pub fn apply_crf(
         &mut self,
         cfg: &CrfConfig,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<()> {
         let t = clock();
-        let prob = self.probability()?;
+        let prob = self.network_probability()?;
         let refined = crf::refine_with_progress(
             prob.view(),
             &self.scan.stack,

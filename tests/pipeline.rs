@@ -70,6 +70,28 @@ fn the_same_input_gives_byte_identical_masks() {
 }
 
 #[test]
+fn applying_the_crf_again_refines_the_network_output_not_the_last_refinement() {
+    let device = Device::flex();
+    let bytes = std::fs::read(CASE).unwrap();
+    let m = net(&device);
+    let mut prep = Prepared::new(&bytes).unwrap();
+    pipeline::run_network(&mut prep, &m, &device, 4, &mut |_| true).unwrap();
+    let network = prep.probability().unwrap();
+    let strong = ichnet::crf::CrfConfig {
+        smooth_weight: 30.0,
+        ..Default::default()
+    };
+    prep.apply_crf(&strong, &mut |_, _| true).unwrap();
+    let once = prep.probability().unwrap();
+    assert_ne!(
+        once, network,
+        "a strong smoothness kernel must change something"
+    );
+    prep.apply_crf(&strong, &mut |_, _| true).unwrap();
+    assert_eq!(prep.probability().unwrap(), once);
+}
+
+#[test]
 fn cancelling_between_slices_stops_with_cancelled() {
     let device = Device::flex();
     let bytes = std::fs::read(CASE).unwrap();

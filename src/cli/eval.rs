@@ -44,6 +44,13 @@ pub struct EvalArgs {
     /// (comma-separated), to tune the threshold on a validation folder.
     #[arg(long, value_delimiter = ',')]
     pub sweep: Vec<f32>,
+    /// CRF parameters as a JSON object (fields of `CrfConfig`; missing ones keep the defaults).
+    #[arg(long, value_name = "FILE.json")]
+    pub crf_config: Option<PathBuf>,
+    /// Also score ICHNet+CRF under each CRF configuration of this JSON array (partial `CrfConfig`
+    /// objects), reusing each case's network output: tunes the CRF on a validation folder.
+    #[arg(long, value_name = "FILE.json")]
+    pub crf_sweep: Option<PathBuf>,
 }
 
 /// Scores of one method on one case.
@@ -107,15 +114,46 @@ pub struct Summary {
     pub max_ml_on_negatives: Option<f64>,
 }
 
+/// One configuration of a `--crf-sweep` and how it scored.
+#[derive(Serialize)]
+struct SweepResult {
+    crf: CrfConfig,
+    summary: Summary,
+    /// ICHNet+CRF per case, in the order of `cases` (so runs over parts of a folder can be merged).
+    per_case: Vec<Scores>,
+}
+
 #[derive(Serialize)]
 struct Report {
     data: String,
     threshold: f32,
+    crf: Option<CrfConfig>,
     cases: Vec<CaseResult>,
     ichnet: Summary,
     ichnet_crf: Option<Summary>,
     baseline: Summary,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    crf_sweep: Vec<SweepResult>,
     seconds: f64,
+}
+
+/// The configurations of a `--crf-sweep` file.
+fn sweep_configs(path: &std::path::Path) -> Result<Vec<CrfConfig>> {
+    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let items: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| {
+        Error::InvalidInput(format!(
+            "{}: a CRF sweep is a JSON array of CRF parameter objects: {e}",
+            path.display()
+        ))
+    })?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            CrfConfig::from_json(&v.to_string())
+                .map_err(|e| Error::InvalidInput(format!("{}: entry {i}: {e}", path.display())))
+        })
+        .collect()
 }
 
 fn scores(pred: &Array3<u8>, truth: &Array3<u8>, stack: &Stack, true_ml: f64) -> Result<Scores> {
@@ -151,19 +189,24 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn summarise(cases: &[CaseResult], pick: impl Fn(&CaseResult) -> Option<&Scores>) -> Summary {
-    let with: Vec<(&CaseResult, &Scores)> = cases
+    let with: Vec<(f64, &Scores)> = cases
         .iter()
-        .filter_map(|c| pick(c).map(|s| (c, s)))
+        .filter_map(|c| pick(c).map(|s| (c.true_ml, s)))
         .collect();
+    summarise_scores(&with)
+}
+
+/// Summary of `(true mL, scores)` per case.
+fn summarise_scores(with: &[(f64, &Scores)]) -> Summary {
     let big: Vec<f64> = with
         .iter()
-        .filter(|(c, _)| c.true_ml >= 1.0)
+        .filter(|(ml, _)| *ml >= 1.0)
         .map(|(_, s)| s.dice)
         .collect();
     let errs: Vec<f64> = with.iter().map(|(_, s)| s.volume_error_ml.abs()).collect();
     let neg: Vec<f64> = with
         .iter()
-        .filter(|(c, _)| c.true_ml < 0.05)
+        .filter(|(ml, _)| *ml < 0.05)
         .map(|(_, s)| s.pred_ml)
         .collect();
     Summary {
@@ -189,6 +232,13 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if let Some(m) = a.max_cases {
         cases.truncate(m);
     }
+    let crf_cfg = super::segment::crf_config(a.crf_config.as_deref())?;
+    let sweep_cfgs = match &a.crf_sweep {
+        Some(p) => sweep_configs(p)?,
+        None => Vec::new(),
+    };
+    // Per sweep configuration: every case's (true mL, ICHNet+CRF scores).
+    let mut crf_sweep: Vec<Vec<(f64, Scores)>> = vec![Vec::new(); sweep_cfgs.len()];
     let mut results = Vec::with_capacity(cases.len());
     // Per sweep threshold: (Dice on cases ≥ 1 mL, |ΔV| on all cases).
     let mut sweep: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); a.sweep.len()];
@@ -211,10 +261,15 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         }
         let plain = prep.finish(a.threshold)?;
         let ichnet = scores(&plain.mask, &truth, &stack, true_ml)?;
+        for (cfg, out) in sweep_cfgs.iter().zip(crf_sweep.iter_mut()) {
+            prep.apply_crf(cfg, &mut |_, _| true)?;
+            let m = prep.finish(a.threshold)?.mask;
+            out.push((true_ml, scores(&m, &truth, &stack, true_ml)?));
+        }
         let ichnet_crf = if a.no_crf {
             None
         } else {
-            prep.apply_crf(&CrfConfig::default(), &mut |_, _| true)?;
+            prep.apply_crf(&crf_cfg, &mut |_, _| true)?;
             let refined = prep.finish(a.threshold)?;
             Some(scores(&refined.mask, &truth, &stack, true_ml)?)
         };
@@ -251,13 +306,36 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             median(e.clone())
         );
     }
+    let crf_sweep: Vec<SweepResult> = sweep_cfgs
+        .into_iter()
+        .zip(crf_sweep)
+        .map(|(crf, per_case)| SweepResult {
+            crf,
+            summary: summarise_scores(&per_case.iter().map(|(ml, s)| (*ml, s)).collect::<Vec<_>>()),
+            per_case: per_case.into_iter().map(|(_, s)| s).collect(),
+        })
+        .collect();
+    for (i, r) in crf_sweep.iter().enumerate() {
+        let s = &r.summary;
+        eprintln!(
+            "crf sweep {i}: mean Dice (≥1 mL, n={}) {:.4}  median |ΔV| {:.2} mL  mean |ΔV| {:.2} mL  max mL on negatives {}",
+            s.cases_ge_1ml,
+            s.mean_dice_ge_1ml,
+            s.median_abs_volume_error_ml,
+            s.mean_abs_volume_error_ml,
+            s.max_ml_on_negatives
+                .map_or("-".into(), |v| format!("{v:.2}")),
+        );
+    }
     let report = Report {
         data: a.data.display().to_string(),
         threshold: a.threshold,
+        crf: (!a.no_crf).then_some(crf_cfg),
         ichnet: summarise(&results, |c| Some(&c.ichnet)),
         ichnet_crf: (!a.no_crf).then(|| summarise(&results, |c| c.ichnet_crf.as_ref())),
         baseline: summarise(&results, |c| Some(&c.baseline)),
         cases: results,
+        crf_sweep,
         seconds: t.elapsed().as_secs_f64(),
     };
     if a.json {

@@ -33,6 +33,9 @@ pub struct SegmentArgs {
     /// Run the network on the GPU (wgpu) instead of the CPU (flex).
     #[arg(long)]
     pub gpu: bool,
+    /// CRF parameters as a JSON object (fields of `CrfConfig`; missing ones keep the defaults).
+    #[arg(long, value_name = "FILE.json")]
+    pub crf_config: Option<PathBuf>,
 }
 
 /// The device the CLI runs the network on.
@@ -41,6 +44,18 @@ pub fn device(gpu: bool) -> Device {
         Device::wgpu(Default::default())
     } else {
         Device::flex()
+    }
+}
+
+/// The CRF parameters of `path`, or the defaults.
+pub fn crf_config(path: Option<&Path>) -> Result<CrfConfig> {
+    match path {
+        None => Ok(CrfConfig::default()),
+        Some(p) => {
+            let text = fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            CrfConfig::from_json(&text)
+                .map_err(|e| ichnet::io::in_file(&p.display().to_string(), e))
+        }
     }
 }
 
@@ -60,7 +75,11 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
     let bytes = fs::read(&a.scan).map_err(|e| Error::io(&a.scan, e))?;
     let opts = SegmentOptions {
         threshold: a.threshold,
-        crf: (!a.no_crf).then(CrfConfig::default),
+        crf: if a.no_crf {
+            None
+        } else {
+            Some(crf_config(a.crf_config.as_deref())?)
+        },
         ..SegmentOptions::default()
     };
     let quiet = a.json;

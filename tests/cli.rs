@@ -1,0 +1,125 @@
+//! The `ichnet` command line as a user runs it: exit codes, one-sentence errors, files written,
+//! and the JSON that scripts (and the CRF tuning in the README) read.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ichnet");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pipeline");
+
+fn ichnet(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh scratch folder under the target dir (no tempfile dependency; removed first).
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A data folder in `ichnet train`/`eval` layout holding the bundled case.
+fn data_folder(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    for sub in ["images", "masks"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(
+        Path::new(FIXTURE).join("image.nii.gz"),
+        dir.join("images/case.nii.gz"),
+    )
+    .unwrap();
+    std::fs::copy(
+        Path::new(FIXTURE).join("mask.nii.gz"),
+        dir.join("masks/case.nii.gz"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn segment_writes_a_mask_and_reports_json() {
+    let dir = scratch("cli-segment");
+    let out = dir.join("mask.nii.gz");
+    let image = format!("{FIXTURE}/image.nii.gz");
+    let o = ichnet(&["segment", &image, "-o", out.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ml = report["volume_ml"].as_f64().unwrap();
+    assert!(ml > 5.0 && ml < 60.0, "volume {ml} mL");
+    assert_eq!(report["crf"], serde_json::Value::Bool(true));
+    let mask = ichnet::io::Scan::from_bytes(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(mask.stack.hu.dim(), (20, 152, 152));
+}
+
+#[test]
+fn a_crf_config_with_a_misspelt_field_is_refused_by_name() {
+    let dir = scratch("cli-crf-typo");
+    let cfg = dir.join("crf.json");
+    std::fs::write(&cfg, r#"{"apperance_weight": 2}"#).unwrap();
+    let image = format!("{FIXTURE}/image.nii.gz");
+    let out = dir.join("mask.nii.gz");
+    let o = ichnet(&[
+        "segment",
+        &image,
+        "-o",
+        out.to_str().unwrap(),
+        "--crf-config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("apperance_weight"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!out.exists(), "no mask may be written after an error");
+}
+
+#[test]
+fn eval_crf_sweep_scores_each_configuration_from_one_network_pass() {
+    let data = data_folder("cli-eval-data");
+    let sweep = scratch("cli-eval-sweep").join("sweep.json");
+    // The first entry is the default configuration, so it must reproduce the main CRF column;
+    // the second switches both kernels off, which leaves the network's own mask.
+    std::fs::write(
+        &sweep,
+        r#"[{}, {"smooth_weight": 0, "appearance_weight": 0}]"#,
+    )
+    .unwrap();
+    let o = ichnet(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+        "--crf-sweep",
+        sweep.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = r["crf_sweep"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["summary"], r["ichnet_crf"]);
+    let dice = |v: &serde_json::Value| v["mean_dice_ge_1ml"].as_f64().unwrap();
+    assert!((dice(&rows[1]["summary"]) - dice(&r["ichnet"])).abs() < 0.01);
+    assert!(dice(&r["ichnet_crf"]) >= 0.8, "{}", r["ichnet_crf"]);
+    assert_eq!(
+        r["crf"]["appearance_weight"],
+        rows[0]["crf"]["appearance_weight"]
+    );
+}
+
+#[test]
+fn unreadable_input_is_one_sentence_and_a_failing_exit_code() {
+    let dir = scratch("cli-garbage");
+    let bad = dir.join("notes.nii");
+    std::fs::write(&bad, b"this is not a scan").unwrap();
+    let o = ichnet(&["info", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("notes.nii"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
