@@ -99,6 +99,8 @@ fn eval_crf_sweep_scores_each_configuration_from_one_network_pass() {
         sweep.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // Progress per case on stderr, while stdout stays one JSON document.
+    assert!(stderr(&o).contains("case: true"), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = r["crf_sweep"].as_array().unwrap();
     assert_eq!(rows.len(), 2);

@@ -275,19 +275,19 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         };
         let base = pipeline::baseline_mask(&stack, prep.brain())?;
         let baseline = scores(&base, &truth, &stack, true_ml)?;
-        if !a.json {
-            eprintln!(
-                "{name}: true {true_ml:7.2} mL | ICHNet {:7.2} mL Dice {:.3}{} | baseline {:7.2} mL Dice {:.3}",
-                ichnet.pred_ml,
-                ichnet.dice,
-                ichnet_crf
-                    .as_ref()
-                    .map(|s| format!(" | +CRF {:7.2} mL Dice {:.3}", s.pred_ml, s.dice))
-                    .unwrap_or_default(),
-                baseline.pred_ml,
-                baseline.dice
-            );
-        }
+        // Per-case lines go to stderr even with --json (stdout stays pure JSON): a folder takes
+        // minutes, and silence would look like a hang.
+        eprintln!(
+            "{name}: true {true_ml:7.2} mL | ICHNet {:7.2} mL Dice {:.3}{} | baseline {:7.2} mL Dice {:.3}",
+            ichnet.pred_ml,
+            ichnet.dice,
+            ichnet_crf
+                .as_ref()
+                .map(|s| format!(" | +CRF {:7.2} mL Dice {:.3}", s.pred_ml, s.dice))
+                .unwrap_or_default(),
+            baseline.pred_ml,
+            baseline.dice
+        );
         results.push(CaseResult {
             name: name.clone(),
             true_ml,
