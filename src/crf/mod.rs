@@ -97,7 +97,7 @@ pub struct CrfConfig {
 
 /// The CRF's default memory cap. A browser tab's wasm memory tops out at 4 GiB and must also hold
 /// the scan and the network, so the page allows 1 GiB (enough for a 512×512×40 scan's brain box);
-/// natively a thin-slice 512×512×64 box needs ~1.2 GiB, so the CLI allows 4 GiB.
+/// natively a thin-slice 512×512×64 box (9.7 M voxels) needs over 1 GiB, so the CLI allows 4 GiB.
 #[cfg(target_arch = "wasm32")]
 pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
 /// The CRF's default memory cap natively (see the wasm32 definition for why it differs).
