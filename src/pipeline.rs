@@ -307,6 +307,8 @@ impl Prepared {
             progress,
         )?;
         self.refined = Some(refined);
+        // A repeated CRF replaces the earlier one, so its timing does too.
+        self.timings.retain(|t| t.stage != "crf");
         self.timings.push(Timing {
             stage: "crf".into(),
             ms: elapsed_ms(t),
