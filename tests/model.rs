@@ -106,3 +106,55 @@ fn training_mode_runs_sparse_with_gradients() {
     assert!(v.is_finite() && v > 0.0, "loss {v}");
     let _grads = loss.backward();
 }
+
+/// The scanner-variation augmentation changes texture and calibration but keeps blood brighter
+/// than brain by roughly the contrast it had: otherwise the labels it leaves untouched would lie.
+#[test]
+fn augmentation_varies_texture_but_keeps_blood_contrast() {
+    use ichnet::model::train::{Rng, Scratch, augment_crop};
+    let c = 80;
+    let blood = |i: usize, j: usize| {
+        let (dy, dx) = (i as f32 - 40.0, j as f32 - 40.0);
+        dy * dy + dx * dx < 15.0 * 15.0
+    };
+    let base: Vec<f32> = (0..c * c)
+        .map(|k| if blood(k / c, k % c) { 70.0 } else { 30.0 })
+        .collect();
+    let mut rng = Rng::new(5);
+    let mut scratch = Scratch::default();
+    let mut changed = 0;
+    for _ in 0..200 {
+        let mut hu = base.clone();
+        augment_crop(&mut hu, c, &mut rng, &mut scratch);
+        assert!(hu.iter().all(|v| v.is_finite()));
+        // Means away from the disc's edge (kernels only move pixels next to it).
+        let (mut sb, mut nb, mut st, mut nt) = (0.0f64, 0, 0.0f64, 0);
+        for k in 0..c * c {
+            let (dy, dx) = ((k / c) as f32 - 40.0, (k % c) as f32 - 40.0);
+            let r = (dy * dy + dx * dx).sqrt();
+            if r < 12.0 {
+                sb += f64::from(hu[k]);
+                nb += 1;
+            } else if r > 18.0 {
+                st += f64::from(hu[k]);
+                nt += 1;
+            }
+        }
+        let contrast = sb / f64::from(nb) - st / f64::from(nt);
+        assert!(
+            (30.0..50.0).contains(&contrast),
+            "blood − brain contrast {contrast:.1} HU after augmentation (40 before)"
+        );
+        let moved = hu
+            .iter()
+            .zip(&base)
+            .filter(|(a, b)| (*a - *b).abs() > 0.5)
+            .count();
+        if moved > c * c / 2 {
+            changed += 1;
+        }
+    }
+    // Almost every crop is altered (a crop escapes only with gain ≈ 1, offset ≈ 0, no kernel,
+    // no noise and no texture).
+    assert!(changed > 180, "only {changed} of 200 crops were altered");
+}
