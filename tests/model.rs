@@ -129,14 +129,14 @@ fn augmentation_varies_texture_but_keeps_blood_contrast() {
         assert!(hu.iter().all(|v| v.is_finite()));
         // Means away from the disc's edge (kernels only move pixels next to it).
         let (mut sb, mut nb, mut st, mut nt) = (0.0f64, 0, 0.0f64, 0);
-        for k in 0..c * c {
+        for (k, &v) in hu.iter().enumerate() {
             let (dy, dx) = ((k / c) as f32 - 40.0, (k % c) as f32 - 40.0);
             let r = (dy * dy + dx * dx).sqrt();
             if r < 12.0 {
-                sb += f64::from(hu[k]);
+                sb += f64::from(v);
                 nb += 1;
             } else if r > 18.0 {
-                st += f64::from(hu[k]);
+                st += f64::from(v);
                 nt += 1;
             }
         }

@@ -64,10 +64,10 @@ pub struct TrainArgs {
     /// Train on the GPU (wgpu) instead of the CPU (flex).
     #[arg(long)]
     pub gpu: bool,
-    /// Turn off the scanner-variation augmentation (calibration, kernel, noise, texture) to
-    /// reproduce the first weights' recipe.
+    /// Vary calibration, reconstruction kernel, noise and texture of every crop (off in the
+    /// shipped weights' recipe; see the README model card for what it changed).
     #[arg(long)]
-    pub no_augment: bool,
+    pub augment: bool,
 }
 
 /// List `(name, image, mask)` of a data folder, sorted by name.
@@ -309,7 +309,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         lr: a.lr,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
-        augment: !a.no_augment,
+        augment: a.augment,
     };
     let bar = ProgressBar::new(a.steps as u64);
     bar.set_style(
