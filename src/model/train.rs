@@ -19,6 +19,7 @@ use super::{IchNet, IchNetConfig, Samples};
 use crate::error::{Error, Result, try_vec};
 use crate::pipeline::BOX_MARGIN_MM;
 use crate::preprocess::bounding_box;
+use crate::synth::scanner::blur_121;
 use crate::volume::Stack;
 
 /// One cached slice on the network grid.
@@ -296,6 +297,7 @@ pub fn draw_batch(
 pub struct Scratch {
     blur: Vec<f32>,
     tmp: Vec<f32>,
+    noise: Vec<f32>,
     coarse: Vec<f32>,
 }
 
@@ -315,6 +317,8 @@ pub struct Scratch {
 pub fn augment_crop(hu: &mut [f32], c: usize, rng: &mut Rng, s: &mut Scratch) {
     let n = c * c;
     debug_assert_eq!(hu.len(), n);
+    s.blur.resize(n, 0.0);
+    s.tmp.resize(n, 0.0);
     // Calibration: a gain about 30 HU (brain) and an offset, on top of the ±3 HU jitter.
     let gain = 0.92 + 0.16 * rng.unit();
     let offset = (rng.unit() - 0.5) * 8.0;
@@ -327,7 +331,7 @@ pub fn augment_crop(hu: &mut [f32], c: usize, rng: &mut Rng, s: &mut Scratch) {
     let kernel = rng.unit();
     let amount = rng.unit();
     if kernel < 2.0 / 3.0 {
-        binomial_blur(hu, c, &mut s.blur, &mut s.tmp);
+        blur_121(hu, c, c, &mut s.tmp, &mut s.blur);
         let k = if kernel < 1.0 / 3.0 { -amount } else { amount };
         for (v, &b) in hu.iter_mut().zip(&s.blur) {
             *v += k * (*v - b);
@@ -336,17 +340,14 @@ pub fn augment_crop(hu: &mut [f32], c: usize, rng: &mut Rng, s: &mut Scratch) {
     // Fine noise (correlated like reconstructed CT noise) in half of the crops.
     if rng.unit() < 0.5 {
         let sd = 4.0 * rng.unit();
-        s.tmp.clear();
-        s.tmp.extend((0..n).map(|_| gaussian(rng)));
-        let mut white = std::mem::take(&mut s.tmp);
-        binomial_blur(&white, c, &mut s.blur, &mut s.tmp);
+        s.noise.clear();
+        s.noise.extend((0..n).map(|_| gaussian(rng)));
+        blur_121(&s.noise, c, c, &mut s.tmp, &mut s.blur);
         // Σw² of the 2-D [1 2 1]/4 kernel is (6/16)²: rescale to the drawn sd.
         let g = sd / (6.0 / 16.0);
         for (v, &e) in hu.iter_mut().zip(&s.blur) {
             *v += g * e;
         }
-        white.clear();
-        s.tmp = white;
     }
     // Low-frequency texture (uneven grey/white matter, beam hardening residue) in half of them:
     // a coarse Gaussian grid every 4–8 pixels, bilinearly interpolated.
@@ -367,27 +368,6 @@ pub fn augment_crop(hu: &mut [f32], c: usize, rng: &mut Rng, s: &mut Scratch) {
                 let bottom = at(y0 + 1, x0) * (1.0 - tx) + at(y0 + 1, x0 + 1) * tx;
                 hu[i * c + j] += top * (1.0 - ty) + bottom * ty;
             }
-        }
-    }
-}
-
-/// `out` = `src` blurred by the separable [1 2 1]/4 kernel (edges clamped); `tmp` is work space.
-fn binomial_blur(src: &[f32], c: usize, out: &mut Vec<f32>, tmp: &mut Vec<f32>) {
-    let n = c * c;
-    tmp.resize(n, 0.0);
-    out.resize(n, 0.0);
-    for i in 0..c {
-        for j in 0..c {
-            let l = src[i * c + j.saturating_sub(1)];
-            let r = src[i * c + (j + 1).min(c - 1)];
-            tmp[i * c + j] = 0.25 * l + 0.5 * src[i * c + j] + 0.25 * r;
-        }
-    }
-    for i in 0..c {
-        for j in 0..c {
-            let u = tmp[i.saturating_sub(1) * c + j];
-            let d = tmp[(i + 1).min(c - 1) * c + j];
-            out[i * c + j] = 0.25 * u + 0.5 * tmp[i * c + j] + 0.25 * d;
         }
     }
 }

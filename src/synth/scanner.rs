@@ -11,7 +11,7 @@
 // over one of them would hide the symmetry between the others.
 #![allow(clippy::needless_range_loop)]
 
-use ndarray::Array3;
+use ndarray::{Array3, Axis};
 
 use super::anatomy::Anatomy;
 use super::confound::Confounders;
@@ -483,28 +483,41 @@ pub fn add_noise(img: &mut Array3<f32>, sd: f64, rng: &mut Rng) -> Result<()> {
     let (nk, nj, ni) = img.dim();
     let mut white = try_filled(nj * ni, 0f32, "the noise field")?;
     let mut tmp = try_filled(nj * ni, 0f32, "the noise field")?;
+    let mut blurred = try_filled(nj * ni, 0f32, "the noise field")?;
     // Σw² of the separable [1 2 1]/4 kernel in 2-D is (6/16)², so this restores the wanted sd.
     let gain = (sd / (6.0 / 16.0)) as f32;
     for k in 0..nk {
         for v in white.iter_mut() {
             *v = rng.normal() as f32;
         }
-        for j in 0..nj {
-            for i in 0..ni {
-                let l = white[j * ni + i.saturating_sub(1)];
-                let r = white[j * ni + (i + 1).min(ni - 1)];
-                tmp[j * ni + i] = 0.25 * l + 0.5 * white[j * ni + i] + 0.25 * r;
-            }
-        }
-        for j in 0..nj {
-            for i in 0..ni {
-                let u = tmp[j.saturating_sub(1) * ni + i];
-                let d = tmp[(j + 1).min(nj - 1) * ni + i];
-                img[[k, j, i]] += gain * (0.25 * u + 0.5 * tmp[j * ni + i] + 0.25 * d);
-            }
+        blur_121(&white, nj, ni, &mut tmp, &mut blurred);
+        for (o, &b) in img.index_axis_mut(Axis(0), k).iter_mut().zip(&blurred) {
+            *o += gain * b;
         }
     }
     Ok(())
+}
+
+/// `out` = the `rows`×`cols` plane `src` blurred by the separable [1 2 1]/4 kernel, edges clamped;
+/// `tmp` is work space. Why this kernel: white noise through it has the short-range correlation
+/// of reconstructed CT noise, and its 2-D Σw² is (6/16)², so callers can rescale to a wanted sd.
+/// Shared by the scanner simulation and training's augmentation, so both make the same grain.
+pub fn blur_121(src: &[f32], rows: usize, cols: usize, tmp: &mut [f32], out: &mut [f32]) {
+    let (r, c) = (rows, cols);
+    for i in 0..r {
+        for j in 0..c {
+            let l = src[i * c + j.saturating_sub(1)];
+            let rt = src[i * c + (j + 1).min(c - 1)];
+            tmp[i * c + j] = 0.25 * l + 0.5 * src[i * c + j] + 0.25 * rt;
+        }
+    }
+    for i in 0..r {
+        for j in 0..c {
+            let u = tmp[i.saturating_sub(1) * c + j];
+            let d = tmp[(i + 1).min(r - 1) * c + j];
+            out[i * c + j] = 0.25 * u + 0.5 * tmp[i * c + j] + 0.25 * d;
+        }
+    }
 }
 
 /// The canonical volume in the file's axis order, and the file's affine.
