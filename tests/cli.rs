@@ -125,3 +125,46 @@ fn unreadable_input_is_one_sentence_and_a_failing_exit_code() {
     assert!(err.contains("notes.nii"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// Training in sessions: `--stop-after` ends the run at that step with a checkpoint, and
+/// `--resume` with the same options carries it on to `--steps`.
+#[test]
+fn train_stops_after_the_given_step_and_resumes_to_the_end() {
+    let data = data_folder("cli-train-data");
+    let out = scratch("cli-train-out").join("w.bpk");
+    let state = out.with_file_name("w.ckpt.txt");
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--batch",
+            "2",
+            "--checkpoint-every",
+            "2",
+        ];
+        v.extend_from_slice(extra);
+        ichnet(&v)
+    };
+    let o = args(&["--stop-after", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("stopped after step 2 of 4"),
+        "{}",
+        stderr(&o)
+    );
+    let step = |p: &Path| {
+        let s = std::fs::read_to_string(p).unwrap();
+        s.split_whitespace().next().unwrap().to_owned()
+    };
+    assert_eq!(step(&state), "2");
+    assert!(out.exists(), "no weights after the first session");
+    let o = args(&["--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resumed at step 2"), "{}", stderr(&o));
+    assert_eq!(step(&state), "4");
+}

@@ -64,10 +64,14 @@ pub struct TrainArgs {
     /// Train on the GPU (wgpu) instead of the CPU (flex).
     #[arg(long)]
     pub gpu: bool,
-    /// Vary calibration, reconstruction kernel, noise and texture of every crop (off in the
-    /// shipped weights' recipe; see the README model card for what it changed).
+    /// Turn off the scanner-variation augmentation (calibration, reconstruction kernel, noise,
+    /// texture of every crop), which the shipped weights were trained with.
     #[arg(long)]
-    pub augment: bool,
+    pub no_augment: bool,
+    /// End this run after step N, writing a checkpoint there, while keeping the learning-rate
+    /// schedule of --steps; continue later with --resume. For training in sessions.
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
 }
 
 /// List `(name, image, mask)` of a data folder, sorted by name.
@@ -309,7 +313,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         lr: a.lr,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
-        augment: a.augment,
+        augment: !a.no_augment,
+        stop_after: a.stop_after,
     };
     let bar = ProgressBar::new(a.steps as u64);
     bar.set_style(
@@ -331,11 +336,19 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         &mut mon,
     )?;
     mon.bar.finish();
-    eprintln!(
-        "trained {} steps in {:.1} min; weights: {}",
-        a.steps,
-        t.elapsed().as_secs_f32() / 60.0,
-        a.out.display()
-    );
+    let minutes = t.elapsed().as_secs_f32() / 60.0;
+    match a.stop_after {
+        Some(n) if n < a.steps => eprintln!(
+            "stopped after step {n} of {} ({minutes:.1} min); checkpoint beside {}: continue with \
+             the same options and --resume",
+            a.steps,
+            a.out.display()
+        ),
+        _ => eprintln!(
+            "trained {} steps in {minutes:.1} min; weights: {}",
+            a.steps,
+            a.out.display()
+        ),
+    }
     Ok(())
 }
