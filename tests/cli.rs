@@ -163,6 +163,14 @@ fn train_stops_after_the_given_step_and_resumes_to_the_end() {
     };
     assert_eq!(step(&state), "2");
     assert!(out.exists(), "no weights after the first session");
+    // Stopping where the run already is would do nothing: refused, naming both steps.
+    let o = args(&["--resume", "--stop-after", "2"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("stop after step 2: the run is already at step 2"),
+        "{}",
+        stderr(&o)
+    );
     let o = args(&["--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resumed at step 2"), "{}", stderr(&o));

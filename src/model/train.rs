@@ -552,6 +552,11 @@ pub fn train(
         best = best_val;
         monitor.note(&format!("resumed at step {step}"));
     }
+    if let Some(n) = o.stop_after.filter(|&n| n <= start) {
+        return Err(Error::InvalidInput(format!(
+            "stop after step {n}: the run is already at step {start}; choose a later step"
+        )));
+    }
     let mut ema = f32::NAN;
     let end = o.stop_after.map_or(o.steps, |n| n.min(o.steps));
     for step in start..end {

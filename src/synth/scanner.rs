@@ -499,11 +499,13 @@ pub fn add_noise(img: &mut Array3<f32>, sd: f64, rng: &mut Rng) -> Result<()> {
 }
 
 /// `out` = the `rows`×`cols` plane `src` blurred by the separable [1 2 1]/4 kernel, edges clamped;
-/// `tmp` is work space. Why this kernel: white noise through it has the short-range correlation
-/// of reconstructed CT noise, and its 2-D Σw² is (6/16)², so callers can rescale to a wanted sd.
-/// Shared by the scanner simulation and training's augmentation, so both make the same grain.
+/// `tmp` is work space; all three hold at least `rows`×`cols` values. Why this kernel: white noise
+/// through it has the short-range correlation of reconstructed CT noise, and its 2-D Σw² is
+/// (6/16)², so callers can rescale to a wanted sd. Shared by the scanner simulation and
+/// training's augmentation, so both make the same grain.
 pub fn blur_121(src: &[f32], rows: usize, cols: usize, tmp: &mut [f32], out: &mut [f32]) {
     let (r, c) = (rows, cols);
+    debug_assert!(src.len() >= r * c && tmp.len() >= r * c && out.len() >= r * c);
     for i in 0..r {
         for j in 0..c {
             let l = src[i * c + j.saturating_sub(1)];
