@@ -544,6 +544,10 @@ pub fn train(
         model = model
             .try_load_record(record)
             .map_err(|e| Error::Weights(format!("checkpoint does not fit the model: {e}")))?;
+        // burn 0.22.1 builds the loaded Adam moments on `Device::default()` (wgpu when it is
+        // compiled in) and moves them to the parameters' device at the next step. So a resume
+        // on the CPU briefly starts wgpu, and the Vulkan loader may print "XDG_RUNTIME_DIR is
+        // invalid" on a headless machine: harmless; `BURN_DEVICE=flex` avoids it.
         optim = optim
             .load(paths.ckpt_optim())
             .map_err(|e| Error::Weights(format!("optimiser checkpoint: {e}")))?;
