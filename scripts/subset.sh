@@ -37,10 +37,12 @@ case "$half" in
 esac
 
 mkdir -p "$dest/images" "$dest/masks"
-head -1 "$src/cases.tsv" > "$dest/cases.tsv"
 for name in "${names[@]}"; do
   ln -sf "$src/images/$name.nii.gz" "$dest/images/$name.nii.gz"
   ln -sf "$src/masks/$name.nii.gz" "$dest/masks/$name.nii.gz"
-  awk -F'\t' -v n="$name" '$1 == n' "$src/cases.tsv" >> "$dest/cases.tsv"
 done
+# The kept cases' rows, in one pass over cases.tsv.
+printf '%s\n' "${names[@]}" |
+  awk -F'\t' 'NR == FNR { keep[$1] = 1; next } FNR == 1 || ($1 in keep)' - "$src/cases.tsv" \
+  > "$dest/cases.tsv"
 echo "$dest: ${#names[@]} cases"

@@ -137,6 +137,13 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
     }
+
+    /// Standard normal (Box–Muller; one of the pair is discarded, the cost is negligible).
+    pub fn normal(&mut self) -> f32 {
+        let u = (1.0 - self.unit()).max(f32::MIN_POSITIVE);
+        let v = self.unit();
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    }
 }
 
 /// Training hyper-parameters.
@@ -344,7 +351,7 @@ pub fn augment_crop(hu: &mut [f32], c: usize, rng: &mut Rng, s: &mut Scratch) {
     if rng.unit() < 0.5 {
         let sd = 4.0 * rng.unit();
         s.noise.clear();
-        s.noise.extend((0..n).map(|_| gaussian(rng)));
+        s.noise.extend((0..n).map(|_| rng.normal()));
         blur_121(&s.noise, c, c, &mut s.tmp, &mut s.blur);
         // Σw² of the 2-D [1 2 1]/4 kernel is (6/16)²: rescale to the drawn sd.
         let g = sd / (6.0 / 16.0);
@@ -359,7 +366,7 @@ pub fn augment_crop(hu: &mut [f32], c: usize, rng: &mut Rng, s: &mut Scratch) {
         let cell = 4 + rng.below(5);
         let m = c / cell + 2;
         s.coarse.clear();
-        s.coarse.extend((0..m * m).map(|_| sd * gaussian(rng)));
+        s.coarse.extend((0..m * m).map(|_| sd * rng.normal()));
         for i in 0..c {
             let fy = i as f32 / cell as f32;
             let (y0, ty) = (fy as usize, fy.fract());
@@ -373,13 +380,6 @@ pub fn augment_crop(hu: &mut [f32], c: usize, rng: &mut Rng, s: &mut Scratch) {
             }
         }
     }
-}
-
-/// A standard normal draw (Box–Muller; one of the pair is discarded, the cost is negligible).
-fn gaussian(rng: &mut Rng) -> f32 {
-    let u = (1.0 - rng.unit()).max(f32::MIN_POSITIVE);
-    let v = rng.unit();
-    (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
 }
 
 #[allow(clippy::too_many_arguments)]
