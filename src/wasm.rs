@@ -212,7 +212,7 @@ impl Job {
         let Stage::Read(scan) = std::mem::replace(&mut *stage, Stage::Empty) else {
             return Err(order_error("brainMask"));
         };
-        *stage = Stage::Prepared(Box::new(Prepared::from_scan(*scan).map_err(js)?));
+        *stage = Stage::Prepared(Box::new(Prepared::from_scan(*scan, false).map_err(js)?));
         Ok(())
     }
 
