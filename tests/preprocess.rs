@@ -306,11 +306,17 @@ fn mask_round_trips_through_the_scan_grid() {
 }
 
 /// Extra-axial blood (subdural, epidural) lies against the inner table, where the brain mask's
-/// erosion and re-dilation cut it: the analysis region (brain + blood-density voxels connected
-/// to it) must hold it. Measured on semi-synthetic cases of the real head; prints the figures.
+/// erosion could cut it, and probabilities outside the brain mask are zeroed: measured on
+/// semi-synthetic cases of the real head (figures printed), the mask must hold nearly all of it.
+///
+/// Measured when this test was written: 12 cases, 0.980 of the extra-axial blood inside the brain
+/// mask (per case 0.936–0.996; the rest is the partial-volume rim against bone, above 100 HU).
+/// Blood is 40–100 HU soft tissue, so it joins the brain's component instead of being cut off. A
+/// region grown from the brain into 40–100 HU voxels (up to 30 mm) was tried: it added none of
+/// the missing 2 % and 0.5–12 mL of other voxels per case, the inner-table strips that are the
+/// known false positives, so the brain mask stays the analysis region.
 #[test]
-fn extra_axial_blood_lies_inside_the_analysis_region() {
-    use ichnet::preprocess::analysis_region;
+fn extra_axial_blood_lies_inside_the_brain_mask() {
     use ichnet::synth::{self, Limits, Preset, anatomy::Anatomy};
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -322,7 +328,7 @@ fn extra_axial_blood_lies_inside_the_analysis_region() {
         max_matrix: 160,
         max_slices: 40,
     };
-    let (mut blood, mut in_brain, mut in_region, mut cases) = (0usize, 0usize, 0usize, 0);
+    let (mut blood, mut in_brain, mut cases) = (0usize, 0usize, 0);
     for index in 0..200u64 {
         let case = synth::generate_with(
             std::slice::from_ref(&anatomy),
@@ -345,41 +351,33 @@ fn extra_axial_blood_lies_inside_the_analysis_region() {
             .stack;
         let truth = truth.hu.mapv(|v| u8::from(v > 0.5));
         let brain = brain_mask(&stack).unwrap();
-        let region = analysis_region(&stack, &brain).unwrap();
-        let both = |m: &Array3<u8>| {
-            m.iter()
-                .zip(truth.iter())
-                .filter(|(a, b)| **a != 0 && **b != 0)
-                .count()
-        };
-        blood += count(&truth);
-        in_brain += both(&brain);
-        in_region += both(&region);
-        cases += 1;
+        let inside = brain
+            .iter()
+            .zip(truth.iter())
+            .filter(|(a, b)| **a != 0 && **b != 0)
+            .count();
+        let fraction = inside as f64 / count(&truth) as f64;
         eprintln!(
-            "{} ({}, {:.1} mL): {:.3} of the blood in the brain mask, {:.3} in the region, region \
-             adds {:.1} mL",
-            case.name,
-            case.lesions,
-            case.blood_ml,
-            both(&brain) as f64 / count(&truth) as f64,
-            both(&region) as f64 / count(&truth) as f64,
-            (count(&region) - count(&brain)) as f64 * stack.voxel_ml
+            "{} ({}, {:.1} mL): {fraction:.3} of the blood in the brain mask",
+            case.name, case.lesions, case.blood_ml
         );
+        assert!(
+            fraction >= 0.9,
+            "{}: {fraction:.3} inside the brain mask",
+            case.name
+        );
+        blood += count(&truth);
+        in_brain += inside;
+        cases += 1;
         if cases == 12 {
             break;
         }
     }
-    let (fb, fr) = (
-        in_brain as f64 / blood as f64,
-        in_region as f64 / blood as f64,
-    );
-    eprintln!(
-        "{cases} extra-axial cases: {fb:.3} of the blood in the brain mask, {fr:.3} in the region"
-    );
+    let fraction = in_brain as f64 / blood as f64;
+    eprintln!("{cases} extra-axial cases: {fraction:.3} of the blood in the brain mask");
     assert!(cases >= 8, "only {cases} extra-axial cases were drawn");
     assert!(
-        fr >= 0.97,
-        "the analysis region holds {fr:.3} of the extra-axial blood"
+        fraction >= 0.97,
+        "the brain mask holds {fraction:.3} of the extra-axial blood"
     );
 }

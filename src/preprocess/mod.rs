@@ -12,8 +12,8 @@ pub mod preview;
 pub mod window;
 
 pub use brain::{
-    BoundingBox, BrainConfig, EXTRA_AXIAL_HU, EXTRA_AXIAL_REACH_MM, PLAUSIBLE_BRAIN_ML,
-    analysis_region, bounding_box, brain_mask, brain_mask_with, brain_volume_warning,
+    BoundingBox, BrainConfig, PLAUSIBLE_BRAIN_ML, bounding_box, brain_mask, brain_mask_with,
+    brain_volume_warning,
 };
 pub(crate) use edt::squared_distance_to;
 pub use label::filter_components;
