@@ -1,9 +1,12 @@
 //! CRF on the brain box of a synthetic 512×512×32 head at 0.45×0.45×5 mm (≈ 1300 mL brain, a
 //! 30 mL clot, noisy probabilities): wall time on one core and peak memory.
 //!
+//! Then where the time goes: each lattice's build and one normalised filter through it, on the
+//! same box, with rayon's whole pool (natively the CRF uses every core) and with one thread.
+//!
 //! Run: `cargo bench --bench crf`. Prints figures; asserts nothing about speed.
 
-use ichnet::crf::{CrfConfig, refine_with_progress, synthetic::benchmark_case};
+use ichnet::crf::{CrfConfig, Lattice, refine_with_progress, synthetic::benchmark_case};
 use std::time::Instant;
 
 /// Peak resident memory of this process (VmHWM), in MB, where /proc exists.
@@ -104,6 +107,88 @@ fn main() -> ichnet::Result<()> {
             "peak memory (VmHWM): {a:.0} MB for the process; {b:.0} MB before the CRF (inputs)"
         ),
         _ => println!("peak memory: /proc/self/status not available"),
+    }
+    breakdown(&case, &cfg, [lo, hi])?;
+    Ok(())
+}
+
+/// Time the CRF's parts on the box `refine` uses (the brain's bounding box grown by the margin):
+/// both lattices' builds and one normalised filter each, on all threads and on one.
+fn breakdown(
+    case: &ichnet::crf::synthetic::SyntheticCase,
+    cfg: &CrfConfig,
+    [lo, hi]: [[usize; 3]; 2],
+) -> ichnet::Result<()> {
+    let sp = case.stack.spacing;
+    let dims = case.stack.hu.dim();
+    let full = [dims.0, dims.1, dims.2];
+    let mut b = [[0usize; 2]; 3];
+    for a in 0..3 {
+        let m = (cfg.margin_mm / sp[a]).ceil() as usize;
+        b[a] = [lo[a].saturating_sub(m), (hi[a] + m).min(full[a])];
+    }
+    let (nz, ny, nx) = (b[0][1] - b[0][0], b[1][1] - b[1][0], b[2][1] - b[2][0]);
+    let n = nz * ny * nx;
+    let zyx = move |i: usize| [i / (ny * nx), i / nx % ny, i % nx].map(|v| v as f32);
+    let density: Vec<f32> = (0..n)
+        .map(|i| {
+            let [z, y, x] = zyx(i).map(|v| v as usize);
+            let v = case.stack.hu[[b[0][0] + z, b[1][0] + y, b[2][0] + x]];
+            v.clamp(cfg.window_hu[0], cfg.window_hu[1]) / cfg.appearance_std_hu
+        })
+        .collect();
+    let smooth_step = sp.map(|s| s / cfg.smooth_std_mm);
+    let app_step = sp.map(|s| s / cfg.appearance_std_mm);
+    let build = |d: usize| {
+        Lattice::from_fn(n, d, cfg.max_memory_bytes, |i, f| {
+            let p = zyx(i);
+            if d == 3 {
+                f.copy_from_slice(&[
+                    p[0] * smooth_step[0],
+                    p[1] * smooth_step[1],
+                    p[2] * smooth_step[2],
+                ]);
+            } else {
+                f.copy_from_slice(&[
+                    p[0] * app_step[0],
+                    p[1] * app_step[1],
+                    p[2] * app_step[2],
+                    density[i],
+                ]);
+            }
+        })
+    };
+    let q: Vec<f32> = (0..n).map(|i| (i % 97) as f32 / 97.0).collect();
+    let mut out = vec![0f32; n];
+    println!("where the CRF's time goes, box {nx}×{ny}×{nz} = {n} voxels:");
+    let all = rayon::current_num_threads();
+    for threads in [all, 1] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        pool.install(|| -> ichnet::Result<()> {
+            let mut line = Vec::new();
+            let mut per_iteration = 0.0;
+            for (name, d) in [("position", 3), ("position+HU", 4)] {
+                let t = Instant::now();
+                let lat = build(d)?;
+                let built = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                lat.filter_normalised(&q, &mut out)?;
+                let filtered = t.elapsed().as_secs_f64();
+                per_iteration += filtered;
+                line.push(format!(
+                    "{name} lattice ({} vertices) build {built:.2} s, filter {filtered:.3} s",
+                    lat.vertices()
+                ));
+            }
+            println!(
+                "  {threads} thread(s): {}; filters per mean-field iteration {per_iteration:.3} s",
+                line.join("; ")
+            );
+            Ok(())
+        })?;
     }
     Ok(())
 }

@@ -7,56 +7,11 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use ichnet::io::{Scan, Storage, write_stack_nifti_gz};
+use ichnet::model;
 use ichnet::pipeline::{self, SegmentOptions};
-use ichnet::{Stack, model};
-use ndarray::Array3;
 
-fn clinical_scan() -> Vec<u8> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/assets/anatomy/cranium_promed0051_head.nii.gz"
-    );
-    let src = Scan::from_bytes(&std::fs::read(path).expect("bundled anatomy")).expect("readable");
-    let s = &src.stack;
-    let (nz, ny, nx) = s.dims();
-    let (oz, oy, ox) = (32usize, 512usize, 512usize);
-    let [dz, dy, dx] = [4.5f32, 0.45, 0.45];
-    // Centre the new grid on the old one (nearest neighbour: this is a timing input).
-    let cz = (nz as f32 - 1.0) * s.spacing[0] / 2.0;
-    let cy = (ny as f32 - 1.0) * s.spacing[1] / 2.0;
-    let cx = (nx as f32 - 1.0) * s.spacing[2] / 2.0;
-    let hu = Array3::from_shape_fn((oz, oy, ox), |(z, y, x)| {
-        let sz = ((z as f32 - (oz as f32 - 1.0) / 2.0) * dz + cz) / s.spacing[0];
-        let sy = ((y as f32 - (oy as f32 - 1.0) / 2.0) * dy + cy) / s.spacing[1];
-        let sx = ((x as f32 - (ox as f32 - 1.0) / 2.0) * dx + cx) / s.spacing[2];
-        let (iz, iy, ix) = (sz.round(), sy.round(), sx.round());
-        if iz < 0.0
-            || iy < 0.0
-            || ix < 0.0
-            || iz as usize >= nz
-            || iy as usize >= ny
-            || ix as usize >= nx
-        {
-            -1024.0
-        } else {
-            s.hu[[iz as usize, iy as usize, ix as usize]]
-        }
-    });
-    let stack = Stack {
-        hu,
-        spacing: [dz, dy, dx],
-        voxel_ml: (dz * dy * dx) as f64 / 1000.0,
-    };
-    write_stack_nifti_gz(
-        &stack,
-        Storage::I16 {
-            slope: 1.0,
-            inter: 0.0,
-        },
-    )
-    .expect("writable")
-}
+mod common;
+use common::clinical_scan;
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")

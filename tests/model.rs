@@ -41,6 +41,55 @@ fn weights_from_another_config_are_refused() {
     assert!(err.to_string().contains("does not fit"), "{err}");
 }
 
+/// Folding the batch norms into the convolutions (what `model::load` does for inference) keeps
+/// the shipped network's output within float noise, through the CPU path and through burn's ops,
+/// and such a network cannot be saved (its record would normalise twice on reload).
+#[test]
+fn folded_batch_norm_keeps_the_output_and_refuses_to_be_saved() {
+    let device = Device::flex();
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/ichnet.bpk")).unwrap();
+    let plain = model::load_unfolded(bytes.clone(), &device).unwrap();
+    let folded = model::load(bytes, &device).unwrap();
+    assert!(folded.is_folded() && !plain.is_folded());
+    let (n, c, h, w) = (2, 3, 40, 48);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(noise(n * c * h * w, 11), [n, c, h, w]),
+        &device,
+    );
+    let a = plain
+        .forward_dense(x.clone())
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    // On flex the folded network runs the CPU path; `forward_dense_ops` is burn's ops, as on
+    // the GPU.
+    let cpu = folded
+        .forward_dense(x.clone())
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let ops = folded
+        .forward_dense_ops(x)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let spread =
+        a.iter().cloned().fold(f32::MIN, f32::max) - a.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(spread > 1e-3, "the logits do not vary ({spread})");
+    for (name, b) in [("CPU path", &cpu), ("burn ops", &ops)] {
+        assert_eq!(b.len(), a.len());
+        for (i, (&u, &v)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (u - v).abs() <= 1e-4 * (1.0 + u.abs()),
+                "pixel {i}: unfolded {u} vs folded ({name}) {v}"
+            );
+        }
+    }
+    let err = model::to_bytes(folded).unwrap_err();
+    assert!(err.to_string().contains("cannot be saved"), "{err}");
+    assert!(model::to_bytes(plain).is_ok());
+}
+
 #[test]
 fn dense_inference_equals_sparse_sampling() {
     let device = Device::flex();

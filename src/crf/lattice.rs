@@ -66,9 +66,12 @@ impl Budget {
     /// really needs more (features varying faster than the kernel width everywhere).
     fn new(n: usize, d: usize, max_bytes: usize) -> Result<Self> {
         let per_point = (d + 1) * 8 + 4; // corners + weights + normaliser
-        // keys (d i32, transient) + neighbours (2(d+1) u32) + two value buffers + ≤ 4 table slots
-        let per_vertex = 4 * d + 8 * (d + 1) + 8 + 16;
-        let fixed = n.saturating_mul(per_point);
+        // keys (d i32, transient) + neighbours (2(d+1) u32) + two value buffers + ≤ 4 table slots,
+        // + one splat buffer per extra thread
+        let per_vertex = 4 * d + 8 * (d + 1) + 8 + 16 + 4 * (threads() - 1);
+        // + one block of located points (features, corner keys) while building
+        let block = BLOCK.min(n) * ((d + 1) * d + d) * 4;
+        let fixed = n.saturating_mul(per_point).saturating_add(block);
         if fixed > max_bytes {
             return Err(Error::TooLarge(format!(
                 "the CRF lattice for {n} voxels in {d} feature dimensions needs {} MB for its \
@@ -406,41 +409,79 @@ impl Lattice {
     pub fn filter(&self, values: &[f32], out: &mut [f32]) -> Result<()> {
         self.check_len(values.len(), out.len())?;
         let d1 = self.d + 1;
-        let mut lat = try_filled(self.m + 1, 0f32, "the CRF lattice values")?;
+        let mut lat = self.splat(values)?;
         let mut tmp = try_filled(self.m + 1, 0f32, "the CRF lattice values")?;
-        // Splat.
-        for ((c, w), &v) in self
-            .corners
-            .chunks_exact(d1)
-            .zip(self.weights.chunks_exact(d1))
-            .zip(values)
-        {
-            for (&ci, &wi) in c.iter().zip(w) {
-                lat[ci as usize] += wi * v;
-            }
-        }
-        // Blur along each lattice direction; vertex m is the permanent zero.
+        // Blur along each lattice direction; vertex m is the permanent zero. Every vertex reads
+        // only the previous pass, so the vertices split freely across threads.
         for dir in 0..d1 {
-            for (v, t) in tmp[..self.m].iter_mut().enumerate() {
-                let nb = &self.neighbours[(v * d1 + dir) * 2..(v * d1 + dir) * 2 + 2];
-                *t = 0.5 * lat[v] + 0.25 * (lat[nb[0] as usize] + lat[nb[1] as usize]);
-            }
+            let (src, nbs) = (&lat, &self.neighbours);
+            for_each_chunk(&mut tmp[..self.m], |start, chunk| {
+                for (j, t) in chunk.iter_mut().enumerate() {
+                    let v = start + j;
+                    let nb = &nbs[(v * d1 + dir) * 2..(v * d1 + dir) * 2 + 2];
+                    *t = 0.5 * src[v] + 0.25 * (src[nb[0] as usize] + src[nb[1] as usize]);
+                }
+            });
             std::mem::swap(&mut lat, &mut tmp);
         }
-        // Slice.
-        for ((c, w), o) in self
-            .corners
-            .chunks_exact(d1)
-            .zip(self.weights.chunks_exact(d1))
-            .zip(out.iter_mut())
-        {
-            *o = c
-                .iter()
-                .zip(w)
-                .map(|(&ci, &wi)| wi * lat[ci as usize])
-                .sum();
-        }
+        // Slice: every point gathers on its own.
+        let (corners, weights, lat) = (&self.corners, &self.weights, &lat);
+        for_each_chunk(out, |start, chunk| {
+            for (j, o) in chunk.iter_mut().enumerate() {
+                let i = start + j;
+                let c = &corners[i * d1..(i + 1) * d1];
+                let w = &weights[i * d1..(i + 1) * d1];
+                *o = c
+                    .iter()
+                    .zip(w)
+                    .map(|(&ci, &wi)| wi * lat[ci as usize])
+                    .sum();
+            }
+        });
         Ok(())
+    }
+
+    /// Splat `values` onto the lattice vertices (`m + 1` values, the last the zero vertex).
+    /// Points scatter into shared vertices, so natively each thread splats a contiguous run of
+    /// points into its own buffer and the buffers are summed: one extra vertex array per thread
+    /// (a few MB) instead of atomics.
+    fn splat(&self, values: &[f32]) -> Result<Vec<f32>> {
+        let d1 = self.d + 1;
+        let parts = threads().min(self.n / (1 << 15)).max(1);
+        let per = self.n.div_ceil(parts).max(1);
+        let splat_range = |lat: &mut [f32], range: std::ops::Range<usize>| {
+            let c = &self.corners[range.start * d1..range.end * d1];
+            let w = &self.weights[range.start * d1..range.end * d1];
+            for ((c, w), &v) in c
+                .chunks_exact(d1)
+                .zip(w.chunks_exact(d1))
+                .zip(&values[range])
+            {
+                for (&ci, &wi) in c.iter().zip(w) {
+                    lat[ci as usize] += wi * v;
+                }
+            }
+        };
+        let mut bufs = Vec::with_capacity(parts);
+        for _ in 0..parts {
+            bufs.push(try_filled(self.m + 1, 0f32, "the CRF lattice values")?);
+        }
+        for_each_item(&mut bufs, |p, lat| {
+            splat_range(lat, (p * per).min(self.n)..((p + 1) * per).min(self.n));
+        });
+        let mut lat = bufs.swap_remove(0);
+        if !bufs.is_empty() {
+            let others = &bufs;
+            for_each_chunk(&mut lat, |start, chunk| {
+                let len = chunk.len();
+                for b in others {
+                    for (o, &v) in chunk.iter_mut().zip(&b[start..start + len]) {
+                        *o += v;
+                    }
+                }
+            });
+        }
+        Ok(lat)
     }
 
     /// `out_i = Σ_j k_ij values_j / Σ_j k_ij`: a kernel-weighted average, as mean-field uses it.
@@ -465,7 +506,16 @@ impl Lattice {
     }
 }
 
+/// Points located per block of [`splat_tables`]: the block's corner keys (≤ 8·9 i32 per point)
+/// stay a few MB.
+const BLOCK: usize = 1 << 15;
+
 /// Locate every point, insert its d+1 corners, and record corner indices and weights.
+///
+/// Locating a point (elevation, rounding, ranking, corner keys) is most of the work and needs
+/// nothing shared, so it runs block by block in parallel (natively); inserting the corners into
+/// the hash table stays in point order on one thread, which keeps vertex numbering, and so the
+/// result, identical to a sequential build.
 fn splat_tables(
     n: usize,
     d: usize,
@@ -474,44 +524,95 @@ fn splat_tables(
 ) -> Result<(Vec<u32>, Vec<f32>)> {
     let d1 = d + 1;
     let mut corners = try_vec::<u32>(n * d1, "the CRF lattice corner indices")?;
-    let mut weights = try_vec::<f32>(n * d1, "the CRF lattice weights")?;
+    let mut weights = try_filled::<f32>(n * d1, 0.0, "the CRF lattice weights")?;
     // The lattice is scaled so that the blur's variance, plus the splat/slice interpolation's,
     // matches a unit Gaussian in feature space (Adams et al.: a factor (d+1)·sqrt(2/3)).
     let c = (d as f32 + 1.0) * (2.0f32 / 3.0).sqrt();
     let scale: Vec<f32> = (0..d)
         .map(|i| c / (((i + 1) * (i + 2)) as f32).sqrt())
         .collect();
+    let block = BLOCK.min(n.max(1));
+    let mut feats = try_filled(block * d, 0f32, "the CRF lattice features")?;
+    let mut keys = try_filled(block * d1 * d, 0i32, "the CRF lattice keys")?;
     // Neighbouring voxels share most corners, and a corner's index k is its remainder class, so
     // a shared corner has the same k in both: remember the last key and id per k and hash only
     // corners that changed.
     let mut last_keys = [[i32::MIN; MAX_DIM]; MAX_DIM + 1];
     let mut ids = [0u32; MAX_DIM + 1];
-    let mut key = [0i32; MAX_DIM];
-    let mut f = [0f32; MAX_DIM];
-    for i in 0..n {
-        feature(i, &mut f[..d]);
-        if let Some(j) = f[..d]
-            .iter()
-            .position(|v| !(v.is_finite() && v.abs() <= MAX_FEATURE))
-        {
-            return Err(Error::InvalidInput(format!(
-                "feature {j} of point {i} is {} kernel widths: lattice features must be finite and \
-                 within ±{MAX_FEATURE} (is a kernel width or voxel size absurd?)",
-                f[j]
-            )));
-        }
-        let s = Simplex::locate(&f[..d], &scale);
-        for k in 0..d1 {
-            s.corner_key(d, k, &mut key[..d]);
-            if !same_key(&key[..d], &last_keys[k][..d]) {
-                ids[k] = table.insert(&key[..d])?;
-                last_keys[k][..d].copy_from_slice(&key[..d]);
+    let mut start = 0;
+    while start < n {
+        let len = block.min(n - start);
+        for (j, f) in feats.chunks_exact_mut(d).take(len).enumerate() {
+            let i = start + j;
+            feature(i, f);
+            if let Some(k) = f
+                .iter()
+                .position(|v| !(v.is_finite() && v.abs() <= MAX_FEATURE))
+            {
+                return Err(Error::InvalidInput(format!(
+                    "feature {k} of point {i} is {} kernel widths: lattice features must be \
+                     finite and within ±{MAX_FEATURE} (is a kernel width or voxel size absurd?)",
+                    f[k]
+                )));
             }
         }
-        corners.extend_from_slice(&ids[..d1]);
-        weights.extend_from_slice(&s.bary[..d1]);
+        // Rows of d1·d keys and d1 weights per point; chunks of whole points.
+        let (feats_b, scale) = (&feats[..len * d], &scale[..]);
+        let w_block = &mut weights[start * d1..(start + len) * d1];
+        locate_block(feats_b, d, scale, &mut keys[..len * d1 * d], w_block);
+        for kp in keys[..len * d1 * d].chunks_exact(d1 * d) {
+            for k in 0..d1 {
+                let key = &kp[k * d..(k + 1) * d];
+                if !same_key(key, &last_keys[k][..d]) {
+                    ids[k] = table.insert(key)?;
+                    last_keys[k][..d].copy_from_slice(key);
+                }
+            }
+            corners.extend_from_slice(&ids[..d1]);
+        }
+        start += len;
     }
     Ok((corners, weights))
+}
+
+/// Corner keys (`d+1` keys of `d` coordinates per point) and barycentric weights of a block of
+/// points, in parallel natively.
+fn locate_block(feats: &[f32], d: usize, scale: &[f32], keys: &mut [i32], weights: &mut [f32]) {
+    let d1 = d + 1;
+    let one = |f: &[f32], kp: &mut [i32], w: &mut [f32]| {
+        let s = Simplex::locate(f, scale);
+        for k in 0..d1 {
+            s.corner_key(d, k, &mut kp[k * d..(k + 1) * d]);
+        }
+        w.copy_from_slice(&s.bary[..d1]);
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        const POINTS: usize = 2048;
+        keys.par_chunks_mut(POINTS * d1 * d)
+            .zip(weights.par_chunks_mut(POINTS * d1))
+            .zip(feats.par_chunks(POINTS * d))
+            .for_each(|((kc, wc), fc)| {
+                for ((kp, w), f) in kc
+                    .chunks_exact_mut(d1 * d)
+                    .zip(wc.chunks_exact_mut(d1))
+                    .zip(fc.chunks_exact(d))
+                {
+                    one(f, kp, w);
+                }
+            });
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        for ((kp, w), f) in keys
+            .chunks_exact_mut(d1 * d)
+            .zip(weights.chunks_exact_mut(d1))
+            .zip(feats.chunks_exact(d))
+        {
+            one(f, kp, w);
+        }
+    }
 }
 
 /// For every vertex and lattice direction, the indices of its − and + neighbours (or `m`, the
@@ -519,26 +620,79 @@ fn splat_tables(
 fn neighbour_table(table: &KeyTable, d: usize) -> Result<Vec<u32>> {
     let m = table.len();
     let d1 = d + 1;
-    let mut out = try_vec::<u32>(m * d1 * 2, "the CRF lattice neighbour table")?;
-    let mut plus = [0i32; MAX_DIM];
-    let mut minus = [0i32; MAX_DIM];
-    for v in 0..m {
-        for dir in 0..d1 {
-            // Direction `dir` moves coordinate dir by d (±) and every other one by 1 (∓); the
-            // stored key omits coordinate d, so direction d only moves the others.
-            for i in 0..d {
-                let k = table.keys[v * d + i];
-                let step = if i == dir { d as i32 } else { -1 };
-                plus[i] = k + step;
-                minus[i] = k - step;
-            }
-            for key in [&minus[..d], &plus[..d]] {
-                let id = table.get(key).unwrap_or(m as u32);
-                out.push(id);
+    let mut out = try_filled::<u32>(m * d1 * 2, 0, "the CRF lattice neighbour table")?;
+    // Read-only lookups: vertices split across threads.
+    for_each_chunk(&mut out, |start, chunk| {
+        let mut plus = [0i32; MAX_DIM];
+        let mut minus = [0i32; MAX_DIM];
+        // Chunks hold whole vertices (see `for_each_chunk`'s granularity: a multiple of 2·d1).
+        for (vi, row) in chunk.chunks_exact_mut(d1 * 2).enumerate() {
+            let v = start / (d1 * 2) + vi;
+            for dir in 0..d1 {
+                // Direction `dir` moves coordinate dir by d (±) and every other one by 1 (∓); the
+                // stored key omits coordinate d, so direction d only moves the others.
+                for i in 0..d {
+                    let k = table.keys[v * d + i];
+                    let step = if i == dir { d as i32 } else { -1 };
+                    plus[i] = k + step;
+                    minus[i] = k - step;
+                }
+                row[dir * 2] = table.get(&minus[..d]).unwrap_or(m as u32);
+                row[dir * 2 + 1] = table.get(&plus[..d]).unwrap_or(m as u32);
             }
         }
-    }
+    });
     Ok(out)
+}
+
+/// Elements per parallel work item: large enough that scheduling is noise, and a multiple of
+/// every row length the lattice splits (2·(d+1) neighbour entries for d ≤ [`MAX_DIM`]; 5040 is
+/// their least common multiple), so no row straddles two chunks.
+const CHUNK: usize = 5040 * 32;
+
+/// Threads the lattice may use: rayon's pool natively, one on wasm (no threads on stable Rust).
+fn threads() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        1
+    }
+}
+
+/// `f(start, chunk)` over consecutive chunks of `out` ([`CHUNK`] elements, `start` the index of
+/// the chunk's first element): in parallel natively, in order on wasm.
+fn for_each_chunk<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| f(i * CHUNK, c));
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        for (i, c) in out.chunks_mut(CHUNK).enumerate() {
+            f(i * CHUNK, c);
+        }
+    }
+}
+
+/// `f(index, item)` for every item: in parallel natively, in order on wasm.
+fn for_each_item<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        items.par_iter_mut().enumerate().for_each(|(i, t)| f(i, t));
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        for (i, t) in items.iter_mut().enumerate() {
+            f(i, t);
+        }
+    }
 }
 
 #[cfg(test)]

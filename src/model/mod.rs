@@ -5,6 +5,7 @@
 //! (the browser fetches them), saved to files natively.
 
 pub mod bilinear;
+mod cpu;
 pub mod input;
 mod net;
 #[cfg(not(target_arch = "wasm32"))]
@@ -24,9 +25,16 @@ use burn::tensor::Bytes;
 #[cfg(not(target_arch = "wasm32"))]
 pub const BUNDLED_WEIGHTS: &[u8] = include_bytes!("../../weights/ichnet.bpk");
 
-/// Build the default-configuration network on `device` and load burnpack `bytes` into it, in
-/// inference mode. A file from another configuration fails with the layer that does not fit.
+/// Build the default-configuration network on `device` and load burnpack `bytes` into it, ready
+/// for inference: batch norms folded into the convolutions (see [`IchNet::fold_batch_norm`]). A
+/// file from another configuration fails with the layer that does not fit.
 pub fn load(bytes: Vec<u8>, device: &Device) -> Result<IchNet> {
+    Ok(load_unfolded(bytes, device)?.fold_batch_norm())
+}
+
+/// As [`load`], in inference mode but with the batch norms kept as separate layers: the network
+/// as trained, which [`to_bytes`] can save again.
+pub fn load_unfolded(bytes: Vec<u8>, device: &Device) -> Result<IchNet> {
     let len = bytes.len();
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
         Error::Weights(format!(
@@ -44,6 +52,15 @@ pub fn load(bytes: Vec<u8>, device: &Device) -> Result<IchNet> {
 
 /// Serialise a network's parameters (including batch-norm running statistics) to burnpack bytes.
 pub fn to_bytes(model: IchNet) -> Result<Vec<u8>> {
+    if model.is_folded() {
+        // Its convolutions carry the batch norms while the norms are still in the record: saved,
+        // it would load as a network that normalises twice.
+        return Err(Error::Weights(
+            "a network loaded for inference (batch norms folded) cannot be saved; load it with \
+             model::load_unfolded to save it"
+                .into(),
+        ));
+    }
     let bytes = model
         .into_record()
         .into_bytes()

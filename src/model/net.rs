@@ -9,15 +9,20 @@
 //!   (a 1×1 convolution), upsampled, and summed. The full-resolution concatenated hypercolumn
 //!   (hundreds of channels per pixel) is never built; memory stays at `hidden` channels.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::nn::{PaddingConfig2d, Relu};
 use burn::prelude::*;
+use burn::tensor::module::{conv2d, interpolate};
+use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{Int, TensorData};
 
+use std::sync::Arc;
+
 use super::bilinear;
+use super::cpu::{Conv3, CpuNet, Dense, Group, Stage};
 
 /// Shape of the network. The defaults are the shipped model; a weights file only loads into the
 /// configuration it was trained with (the test `shipped_weights_load` guards that).
@@ -51,11 +56,38 @@ pub struct IchNetConfig {
 pub struct ConvBn {
     conv: Conv2d,
     bn: BatchNorm,
+    /// The batch norm is folded into `conv` ([`IchNet::fold_batch_norm`]): inference skips it.
+    /// Not part of the weights file: a loaded network starts unfolded.
+    #[module(skip)]
+    folded: bool,
 }
 
 impl ConvBn {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        Relu::new().forward(self.bn.forward(self.conv.forward(x)))
+        let y = self.conv.forward(x);
+        let y = if self.folded { y } else { self.bn.forward(y) };
+        Relu::new().forward(y)
+    }
+
+    /// Inference with running statistics is an affine map per channel after a linear one, so it
+    /// folds into the convolution: `w' = w·s`, `b' = (b − μ)·s + β` with `s = γ / √(σ² + ε)`.
+    fn fold(mut self) -> Self {
+        if self.folded {
+            return self;
+        }
+        let bn = &self.bn;
+        let scale = bn.gamma.val() / bn.running_var.value().add_scalar(bn.epsilon).sqrt();
+        let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
+        let [c_out] = scale.dims();
+        let weight = self.conv.weight.val() * scale.clone().reshape([c_out, 1, 1, 1]);
+        let bias = match &self.conv.bias {
+            Some(b) => b.val() * scale + shift,
+            None => shift,
+        };
+        self.conv.weight = Param::from_tensor(weight);
+        self.conv.bias = Some(Param::from_tensor(bias));
+        self.folded = true;
+        self
     }
 }
 
@@ -91,6 +123,10 @@ pub struct IchNet {
     tap_widths: Vec<usize>,
     /// Downsampling factor of each block's tap.
     tap_factors: Vec<usize>,
+    /// The folded network as plain arrays for [`cpu`](super::cpu) inference, when it lives on
+    /// the flex (CPU) device; built by [`IchNet::fold_batch_norm`].
+    #[module(skip)]
+    cpu: Option<Arc<CpuNet>>,
 }
 
 /// Pixels to classify in a batch of slices: `(slice index in batch, row, column)` at input
@@ -149,6 +185,7 @@ impl IchNetConfig {
                 convs.push(ConvBn {
                     conv,
                     bn: BatchNormConfig::new(w).init(device),
+                    folded: false,
                 });
             }
             blocks.push(Block { pool, convs });
@@ -172,6 +209,7 @@ impl IchNetConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             tap_widths: self.widths.clone(),
             tap_factors,
+            cpu: None,
         }
     }
 
@@ -217,8 +255,33 @@ impl IchNet {
         self.head_rest(self.head_in.forward(hyper))
     }
 
-    /// Logits of every pixel, `[n, h, w]`, without building the full hypercolumn.
+    /// Logits of every pixel, `[n, h, w]`, without building the full hypercolumn: on the flex
+    /// device through [`cpu`](super::cpu) once [`IchNet::fold_batch_norm`] prepared it, else
+    /// through burn's ops ([`IchNet::forward_dense_ops`]).
     pub fn forward_dense(&self, x: Tensor<4>) -> Tensor<3> {
+        let device = x.device();
+        if let Some(cpu) = &self.cpu
+            && device == Device::flex()
+        {
+            let [n, c, h, w] = x.dims();
+            if c == cpu.in_channels
+                && let Ok(v) = x.clone().into_data().try_into_vec::<f32>()
+                && let Ok(logits) = cpu.logits(&v, n, h, w)
+            {
+                return Tensor::from_data(TensorData::new(logits, [n, h, w]), &device);
+            }
+        }
+        self.forward_dense_ops(x)
+    }
+
+    /// [`IchNet::forward_dense`] through burn's ops on any backend.
+    ///
+    /// Everything stays channels-first (no permutes): the first MLP layer becomes one 1×1
+    /// convolution per resolution (the taps of equal factor are concatenated, so the three
+    /// quarter-resolution blocks cost one projection and one upsampling), bilinear upsampling
+    /// is burn's `interpolate` with half-pixel centres (the [`bilinear`] convention), and the
+    /// rest of the MLP runs as 1×1 convolutions at full resolution.
+    pub fn forward_dense_ops(&self, x: Tensor<4>) -> Tensor<3> {
         let [n, _, h, w] = x.dims();
         let device = x.device();
         let taps = self.taps(x);
@@ -226,35 +289,203 @@ impl IchNet {
         let hidden = weight.dims()[1];
         let mut sum: Option<Tensor<4>> = None;
         let mut row = 0usize;
-        for ((tap, &c), &f) in taps
-            .into_iter()
-            .zip(&self.tap_widths)
-            .zip(&self.tap_factors)
-        {
-            let wk = weight.clone().slice([row..row + c, 0..hidden]);
-            row += c;
-            let [_, _, hk, wk_] = tap.dims();
-            // 1×1 convolution as a matrix product over channels.
-            let flat = tap.permute([0, 2, 3, 1]).reshape([n * hk * wk_, c]);
-            let proj = flat
-                .matmul(wk)
-                .reshape([n, hk, wk_, hidden])
-                .permute([0, 3, 1, 2]);
-            let up = upsample(proj, f, h, w, &device);
+        let mut group: Vec<Tensor<4>> = Vec::new();
+        let mut group_c = 0usize;
+        let k = taps.len();
+        for (i, tap) in taps.into_iter().enumerate() {
+            let f = self.tap_factors[i];
+            group_c += self.tap_widths[i];
+            group.push(tap);
+            if i + 1 < k && self.tap_factors[i + 1] == f {
+                continue;
+            }
+            let cat = if group.len() == 1 {
+                group.remove(0)
+            } else {
+                Tensor::cat(std::mem::take(&mut group), 1)
+            };
+            group.clear();
+            // Rows `row..row + group_c` of the first layer, as a 1×1 kernel [hidden, c, 1, 1].
+            let wk = weight
+                .clone()
+                .slice([row..row + group_c, 0..hidden])
+                .transpose()
+                .reshape([hidden, group_c, 1, 1]);
+            row += group_c;
+            group_c = 0;
+            let proj = conv2d(cat, wk, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+            let up = if f == 1 {
+                proj
+            } else {
+                interpolate(
+                    proj,
+                    InterpolateOptions::new(InterpolateMode::Bilinear)
+                        .with_align_corners(false)
+                        .with_output_size([h, w]),
+                )
+            };
             sum = Some(match sum {
                 Some(s) => s + up,
                 None => up,
             });
         }
-        let Some(sum) = sum else {
+        let Some(mut z) = sum else {
             return Tensor::zeros([n, h, w], &device);
         };
-        let mut z = sum.permute([0, 2, 3, 1]).reshape([n * h * w, hidden]);
         if let Some(b) = &self.head_in.bias {
-            z = z + b.val().reshape([1, hidden]);
+            z = z + b.val().reshape([1, hidden, 1, 1]);
         }
-        self.head_rest(z).reshape([n, h, w])
+        let mut hcur = Relu::new().forward(z);
+        for l in &self.head {
+            hcur = Relu::new().forward(pointwise(l, hcur));
+        }
+        pointwise(&self.out, hcur).reshape([n, h, w])
     }
+
+    /// Fold every batch norm into its convolution, for inference only: the network then skips
+    /// the normalisation pass after each convolution. Training never folds (the statistics and
+    /// γ, β are what it learns), and a folded network refuses to be saved ([`Self::is_folded`]).
+    ///
+    /// On the flex device it also prepares the [`cpu`](super::cpu) path (weights read back once).
+    pub fn fold_batch_norm(mut self) -> Self {
+        for b in &mut self.blocks {
+            b.convs = std::mem::take(&mut b.convs)
+                .into_iter()
+                .map(ConvBn::fold)
+                .collect();
+        }
+        if self.head_in.weight.device() == Device::flex() {
+            self.cpu = self.cpu_net().map(Arc::new);
+        }
+        self
+    }
+
+    /// The folded network as plain arrays, or `None` where its shape is not the one
+    /// [`cpu`](super::cpu) runs (then burn's ops serve).
+    fn cpu_net(&self) -> Option<CpuNet> {
+        let read = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().ok();
+        let mut stages = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            if let Some(p) = &b.pool
+                && (p.kernel_size != [2, 2] || p.stride != [2, 2])
+            {
+                return None;
+            }
+            let mut convs = Vec::with_capacity(b.convs.len());
+            for c in &b.convs {
+                let conv = &c.conv;
+                let [cout, cin, kh, kw] = conv.weight.dims();
+                let d = conv.dilation[0];
+                if !c.folded
+                    || [kh, kw] != [3, 3]
+                    || conv.stride != [1, 1]
+                    || conv.groups != 1
+                    || conv.dilation != [d, d]
+                    || !matches!(conv.padding, PaddingConfig2d::Explicit(a, b, e, f) if [a, b, e, f] == [d; 4])
+                {
+                    return None;
+                }
+                let wv = read(conv.weight.val().reshape([cout * cin * 9]))?;
+                let mut w = vec![0f32; 9 * cin * cout];
+                for co in 0..cout {
+                    for ci in 0..cin {
+                        for k in 0..9 {
+                            w[(k * cin + ci) * cout + co] = wv[(co * cin + ci) * 9 + k];
+                        }
+                    }
+                }
+                let b = match &conv.bias {
+                    Some(b) => read(b.val())?,
+                    None => vec![0.0; cout],
+                };
+                convs.push(Conv3 {
+                    cin,
+                    cout,
+                    dilation: d,
+                    w,
+                    b,
+                });
+            }
+            stages.push(Stage {
+                pool: b.pool.is_some(),
+                convs,
+            });
+        }
+        let [hyper, hidden] = self.head_in.weight.dims();
+        let head_w = read(self.head_in.weight.val().reshape([hyper * hidden]))?;
+        let mut groups: Vec<Group> = Vec::new();
+        let mut row = 0;
+        for (i, (&c, &f)) in self.tap_widths.iter().zip(&self.tap_factors).enumerate() {
+            match groups.last_mut() {
+                Some(g) if g.factor == f => {
+                    g.blocks.end = i + 1;
+                    g.w.extend_from_slice(&head_w[row * hidden..(row + c) * hidden]);
+                }
+                _ => groups.push(Group {
+                    factor: f,
+                    blocks: i..i + 1,
+                    w: head_w[row * hidden..(row + c) * hidden].to_vec(),
+                }),
+            }
+            row += c;
+        }
+        let dense = |l: &Linear| -> Option<Dense> {
+            let [cin, cout] = l.weight.dims();
+            Some(Dense {
+                cin,
+                cout,
+                w: read(l.weight.val().reshape([cin * cout]))?,
+                b: match &l.bias {
+                    Some(b) => read(b.val())?,
+                    None => vec![0.0; cout],
+                },
+            })
+        };
+        let mut mlp = Vec::with_capacity(self.head.len());
+        for l in &self.head {
+            mlp.push(dense(l)?);
+        }
+        let out = dense(&self.out)?;
+        let mut width = hidden;
+        for l in mlp.iter().chain([&out]) {
+            if l.cin != width {
+                return None;
+            }
+            width = l.cout;
+        }
+        if out.cout != 1 || row != hyper {
+            return None;
+        }
+        Some(CpuNet {
+            in_channels: self.blocks.first()?.convs.first()?.conv.weight.dims()[1],
+            stages,
+            groups,
+            hidden,
+            b0: match &self.head_in.bias {
+                Some(b) => read(b.val())?,
+                None => vec![0.0; hidden],
+            },
+            mlp,
+            out,
+        })
+    }
+
+    /// Whether the batch norms are folded into the convolutions (an inference-only network).
+    pub fn is_folded(&self) -> bool {
+        self.blocks.iter().flat_map(|b| &b.convs).any(|c| c.folded)
+    }
+}
+
+/// A linear layer applied to every pixel of `[n, c, h, w]` as a 1×1 convolution.
+fn pointwise(l: &Linear, x: Tensor<4>) -> Tensor<4> {
+    let [c_in, c_out] = l.weight.dims();
+    let wk = l.weight.val().transpose().reshape([c_out, c_in, 1, 1]);
+    conv2d(
+        x,
+        wk,
+        l.bias.as_ref().map(|b| b.val()),
+        ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+    )
 }
 
 /// Bilinear features of the sampled pixels from one tap: `[p, c]`.
@@ -306,28 +537,6 @@ fn sample_tap(tap: Tensor<4>, f: usize, s: &Samples, device: &Device) -> Tensor<
         });
     }
     acc.unwrap_or_else(|| Tensor::zeros([p, c], device))
-}
-
-/// Upsample `[n, c, hk, wk]` by `f` to `[n, c, h, w]` with the [`bilinear`] convention, as two
-/// matrix products (one per axis), so it is exact, deterministic and runs on any backend.
-fn upsample(x: Tensor<4>, f: usize, h: usize, w: usize, device: &Device) -> Tensor<4> {
-    let [n, c, hk, wk] = x.dims();
-    if f == 1 && hk == h && wk == w {
-        return x;
-    }
-    let mx = Tensor::<2>::from_data(TensorData::new(bilinear::matrix(w, f, wk), [w, wk]), device);
-    let my = Tensor::<2>::from_data(TensorData::new(bilinear::matrix(h, f, hk), [h, hk]), device);
-    // Along x: [n*c*hk, wk] · mxᵀ → [n*c*hk, w].
-    let t = x.reshape([n * c * hk, wk]).matmul(mx.transpose());
-    // Along y: bring hk last.
-    let t = t
-        .reshape([n * c, hk, w])
-        .swap_dims(1, 2)
-        .reshape([n * c * w, hk])
-        .matmul(my.transpose());
-    t.reshape([n * c, w, h])
-        .swap_dims(1, 2)
-        .reshape([n, c, h, w])
 }
 
 fn ints(v: Vec<i64>, device: &Device) -> Tensor<1, Int> {
