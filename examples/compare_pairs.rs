@@ -25,13 +25,21 @@ use ichnet::registration::{
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = PathBuf::from(args.first().ok_or("usage: compare_pairs DIR [--registration-only] [--no-crf]")?);
+    let dir = PathBuf::from(
+        args.first()
+            .ok_or("usage: compare_pairs DIR [--registration-only] [--no-crf]")?,
+    );
     let reg_only = args.iter().any(|a| a == "--registration-only");
     let no_crf = args.iter().any(|a| a == "--no-crf");
     let tsv = fs::read_to_string(dir.join("pairs.tsv"))?;
     let mut lines = tsv.lines();
     let header: Vec<&str> = lines.next().ok_or("empty pairs.tsv")?.split('\t').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).ok_or(format!("no column {name}"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or(format!("no column {name}"))
+    };
     let (c_name, c_growth, c_exp) = (col("name")?, col("growth_ml")?, col("expansion")?);
     let c_rot = col("rot_x_deg")?;
     let c_shift = col("shift_x_mm")?;
@@ -39,10 +47,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = if reg_only {
         None
     } else {
-        Some(ichnet::model::load(ichnet::model::BUNDLED_WEIGHTS.to_vec(), &device)?)
+        Some(ichnet::model::load(
+            ichnet::model::BUNDLED_WEIGHTS.to_vec(),
+            &device,
+        )?)
     };
     let opts = SegmentOptions {
-        crf: if no_crf { None } else { SegmentOptions::default().crf },
+        crf: if no_crf {
+            None
+        } else {
+            SegmentOptions::default().crf
+        },
         ..SegmentOptions::default()
     };
     let mut reg_err = [Vec::new(), Vec::new()];

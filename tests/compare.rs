@@ -76,8 +76,17 @@ fn compare_finds_the_movement_and_no_growth_when_only_the_head_moved() {
     assert!(b > 5.0, "the fixture has a bleed: {b} mL");
     assert!((f - b).abs() < 0.05 * b, "{b} vs {f} mL");
     assert_eq!(c["expansion"]["expanded"], false);
-    assert!(c["verdict"].as_str().unwrap().starts_with("no haematoma expansion"));
-    assert_eq!(c["registration"]["quality"]["poor"], false, "{}", c["registration"]);
+    assert!(
+        c["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("no haematoma expansion")
+    );
+    assert_eq!(
+        c["registration"]["quality"]["poor"], false,
+        "{}",
+        c["registration"]
+    );
     let h = c["haematomas"].as_array().unwrap();
     assert!(h.iter().any(|x| x["status"] == "persisting"), "{h:?}");
     // The recovered transform moves the baseline's brain where the truth does.
@@ -106,7 +115,10 @@ fn compare_finds_the_movement_and_no_growth_when_only_the_head_moved() {
     }
     // The resampled follow-up mask is on the baseline's grid and lies on the baseline's mask.
     let read = |n: &str| Scan::from_bytes(&std::fs::read(out.join(n)).unwrap()).unwrap();
-    let (bm, fm) = (read("baseline_mask.nii.gz"), read("followup_mask_in_baseline.nii.gz"));
+    let (bm, fm) = (
+        read("baseline_mask.nii.gz"),
+        read("followup_mask_in_baseline.nii.gz"),
+    );
     assert_eq!(bm.stack.hu.dim(), fm.stack.hu.dim());
     assert_eq!(bm.info.affine, fm.info.affine);
     let both = bm

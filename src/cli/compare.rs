@@ -152,7 +152,11 @@ pub fn run(a: &CompareArgs) -> Result<()> {
             h.followup_ml,
             h.delta_ml,
             pct,
-            if h.expansion.expanded { crit } else { "no".into() }
+            if h.expansion.expanded {
+                crit
+            } else {
+                "no".into()
+            }
         );
     }
     println!(

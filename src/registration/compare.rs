@@ -150,11 +150,16 @@ pub fn compare_registered(
     let mut groups: BTreeMap<usize, (f64, f64, [usize; 2], V3, f64)> = BTreeMap::new();
     for i in 0..nb + nf {
         let root = find(&mut parent, i);
-        let g = groups.entry(root).or_insert((0.0, 0.0, [0, 0], [0.0; 3], 0.0));
+        let g = groups
+            .entry(root)
+            .or_insert((0.0, 0.0, [0, 0], [0.0; 3], 0.0));
         if i < nb {
             g.0 += bsizes[i] as f64 * baseline.voxel_ml;
             g.2[0] += 1;
-            let c = affine_apply(baseline.image.affine, bsums[i].map(|v| v / bsizes[i] as f64));
+            let c = affine_apply(
+                baseline.image.affine,
+                bsums[i].map(|v| v / bsizes[i] as f64),
+            );
             for k in 0..3 {
                 g.3[k] += c[k] * bsizes[i] as f64;
             }
@@ -164,7 +169,10 @@ pub fn compare_registered(
             g.1 += fsizes[j] as f64 * followup.voxel_ml;
             g.2[1] += 1;
             if g.2[0] == 0 {
-                let c = affine_apply(followup.image.affine, fsums[j].map(|v| v / fsizes[j] as f64));
+                let c = affine_apply(
+                    followup.image.affine,
+                    fsums[j].map(|v| v / fsizes[j] as f64),
+                );
                 let c = inverse_apply(t, c);
                 for k in 0..3 {
                     g.3[k] += c[k] * fsizes[j] as f64;
@@ -319,7 +327,11 @@ fn resample(
     let to_f = super::invert(followup.image.affine)?;
     let m = affine_mul(&to_f, &affine_mul(&t.affine(), baseline.image.affine));
     let mut mask = try_filled(bx * by * bz, 0u8, "the follow-up mask in the baseline grid")?;
-    let mut labels = try_filled(bx * by * bz, 0u32, "the follow-up labels in the baseline grid")?;
+    let mut labels = try_filled(
+        bx * by * bz,
+        0u32,
+        "the follow-up labels in the baseline grid",
+    )?;
     let Some(bb) = crate::preprocess::bounding_box(followup.mask) else {
         let mask = Array3::from_shape_vec((bz, by, bx), mask)
             .map_err(|e| Error::InvalidInput(format!("resampled mask: {e}")))?;
@@ -420,7 +432,8 @@ pub fn segment_and_compare(
     }
     let comparison = compare(side(&bp, &bs, &ba), side(&fp, &fs, &fa), cfg)?;
     let compare_s = t.elapsed().as_secs_f64();
-    let followup_in_baseline_nifti_gz = bp.scan().mask_nifti_gz(&comparison.followup_in_baseline)?;
+    let followup_in_baseline_nifti_gz =
+        bp.scan().mask_nifti_gz(&comparison.followup_in_baseline)?;
     Ok(Pair {
         comparison,
         baseline: bs,

@@ -121,6 +121,10 @@ pub struct RegistrationConfig {
     pub levels_mm: Vec<f64>,
     /// The similarity maximised.
     pub similarity: Similarity,
+    /// Whether a last level compares on the scans' own voxels (the follow-up interpolated
+    /// trilinearly) after the isotropic ones; on by default: measured on the 5 mm / 3 mm test
+    /// pair it halves the rotation error left by the 1 mm box-averaged grid.
+    pub native_level: bool,
     /// HU window `(low, high)`: values are clamped to it.
     pub window_hu: (f32, f32),
     /// Margin (mm) around the baseline brain mask whose voxels are compared too (the inner
@@ -141,14 +145,15 @@ pub struct RegistrationConfig {
 impl Default for RegistrationConfig {
     fn default() -> Self {
         RegistrationConfig {
-            levels_mm: vec![4.0, 2.0],
+            levels_mm: vec![4.0, 2.0, 1.0],
             similarity: Similarity::Ncc,
+            native_level: true,
             window_hu: (0.0, 100.0),
             margin_mm: 6.0,
             max_points: 120_000,
             start_angle_deg: 10.0,
-            poor_ncc: 0.6,
-            poor_brain_overlap: 0.85,
+            poor_ncc: 0.25,
+            poor_brain_overlap: 0.9,
         }
     }
 }
@@ -239,10 +244,26 @@ impl Grid {
         let [nx, ny, _] = self.dims;
         let idx = |x: usize, y: usize, z: usize| x + nx * (y + ny * z);
         let d = &self.data;
-        let c00 = lerp(d[idx(i0[0], i0[1], i0[2])], d[idx(i1[0], i0[1], i0[2])], f[0]);
-        let c10 = lerp(d[idx(i0[0], i1[1], i0[2])], d[idx(i1[0], i1[1], i0[2])], f[0]);
-        let c01 = lerp(d[idx(i0[0], i0[1], i1[2])], d[idx(i1[0], i0[1], i1[2])], f[0]);
-        let c11 = lerp(d[idx(i0[0], i1[1], i1[2])], d[idx(i1[0], i1[1], i1[2])], f[0]);
+        let c00 = lerp(
+            d[idx(i0[0], i0[1], i0[2])],
+            d[idx(i1[0], i0[1], i0[2])],
+            f[0],
+        );
+        let c10 = lerp(
+            d[idx(i0[0], i1[1], i0[2])],
+            d[idx(i1[0], i1[1], i0[2])],
+            f[0],
+        );
+        let c01 = lerp(
+            d[idx(i0[0], i0[1], i1[2])],
+            d[idx(i1[0], i0[1], i1[2])],
+            f[0],
+        );
+        let c11 = lerp(
+            d[idx(i0[0], i1[1], i1[2])],
+            d[idx(i1[0], i1[1], i1[2])],
+            f[0],
+        );
         lerp(lerp(c00, c10, f[1]), lerp(c01, c11, f[1]), f[2])
     }
 }
@@ -320,37 +341,41 @@ pub fn register(
             }
             params = best.1;
         }
-        let (p, c, e) = compass(&pts, &mg, c_fixed, cfg, params, step, min_step);
-        params = p;
+        let (mut p, mut c, e) = compass(&pts, &mg, c_fixed, cfg, params, step, min_step);
         evals += e;
+        // Coordinate moves stall in valleys where rotation and translation are coupled; a
+        // restart with a fresh step walks on along them (up to three times, while it helps).
+        for _ in 0..3 {
+            let (q, cq, e) = compass(&pts, &mg, c_fixed, cfg, p, h / 2.0, min_step);
+            evals += e;
+            if cq >= c - 1e-6 {
+                break;
+            }
+            (p, c) = (q, cq);
+        }
+        params = p;
         levels.push(Level {
             spacing_mm: h,
             points: pts.world.len(),
             evaluations: evals,
-            similarity: -c,
+            similarity: 1.0 - c,
         });
         fixed_region = Some((fg, region));
     }
     // The native voxels: the follow-up's own stack, the baseline's own voxels near its brain.
     let moving = moving_native.hu;
-    let pts = native_points(&baseline, fixed_region.as_ref(), cfg)?;
-    let finest = coarse_levels.last().copied().unwrap_or(2.0);
-    let (p, c, e) = compass(
-        &pts,
-        &moving,
-        c_fixed,
-        cfg,
-        params,
-        finest / 4.0,
-        0.05,
-    );
-    params = p;
-    levels.push(Level {
-        spacing_mm: 0.0,
-        points: pts.world.len(),
-        evaluations: e,
-        similarity: -c,
-    });
+    if cfg.native_level || coarse_levels.is_empty() {
+        let pts = native_points(&baseline, fixed_region.as_ref(), cfg)?;
+        let finest = coarse_levels.last().copied().unwrap_or(2.0);
+        let (p, c, e) = compass(&pts, &moving, c_fixed, cfg, params, finest / 4.0, 0.05);
+        params = p;
+        levels.push(Level {
+            spacing_mm: 0.0,
+            points: pts.world.len(),
+            evaluations: e,
+            similarity: 1.0 - c,
+        });
+    }
     let transform = Rigid::from_params(&params, c_fixed);
     let quality = quality(&baseline, &followup, &moving, &transform, cfg)?;
     Ok(Registration {
@@ -622,7 +647,11 @@ fn grid_points(g: &Grid, region: &[u8], max: usize) -> Points {
             continue;
         }
         if k % stride == 0 {
-            let p = [(i % nx) as f64, ((i / nx) % ny) as f64, (i / (nx * ny)) as f64];
+            let p = [
+                (i % nx) as f64,
+                ((i / nx) % ny) as f64,
+                (i / (nx * ny)) as f64,
+            ];
             pts.world.push(affine_apply(&inv, p));
             pts.value.push(v);
         }
