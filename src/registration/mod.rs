@@ -145,7 +145,7 @@ pub struct RegistrationConfig {
 impl Default for RegistrationConfig {
     fn default() -> Self {
         RegistrationConfig {
-            levels_mm: vec![4.0, 2.0, 1.0],
+            levels_mm: vec![4.0, 2.0],
             similarity: Similarity::Ncc,
             native_level: true,
             window_hu: (0.0, 100.0),
