@@ -146,7 +146,7 @@ impl Default for RegistrationConfig {
     fn default() -> Self {
         RegistrationConfig {
             levels_mm: vec![4.0, 2.0],
-            similarity: Similarity::Ncc,
+            similarity: Similarity::MutualInformation,
             native_level: true,
             window_hu: (0.0, 100.0),
             margin_mm: 6.0,
