@@ -144,6 +144,8 @@ impl Scan {
     /// Voxel-to-world affine of the canonical stack: `(x, y, z, 1)` stack indices (`hu[[z, y, x]]`)
     /// to RAS+ mm. The file's affine with its axes permuted and flipped the way the stack was,
     /// so it keeps any shear (gantry tilt) exactly; registration works in this world frame.
+    // One file axis indexes the affine's columns, the reorientation and the output at once.
+    #[allow(clippy::needless_range_loop)]
     pub fn stack_affine(&self) -> Affine {
         let a = self.info.affine;
         let mut out = [[0.0; 4], [0.0; 4], [0.0; 4], [0.0, 0.0, 0.0, 1.0]];

@@ -160,8 +160,8 @@ pub fn compare_registered(
                 baseline.image.affine,
                 bsums[i].map(|v| v / bsizes[i] as f64),
             );
-            for k in 0..3 {
-                g.3[k] += c[k] * bsizes[i] as f64;
+            for (acc, v) in g.3.iter_mut().zip(c) {
+                *acc += v * bsizes[i] as f64;
             }
             g.4 += bsizes[i] as f64;
         } else {
@@ -174,8 +174,8 @@ pub fn compare_registered(
                     fsums[j].map(|v| v / fsizes[j] as f64),
                 );
                 let c = inverse_apply(t, c);
-                for k in 0..3 {
-                    g.3[k] += c[k] * fsizes[j] as f64;
+                for (acc, v) in g.3.iter_mut().zip(c) {
+                    *acc += v * fsizes[j] as f64;
                 }
                 g.4 += fsizes[j] as f64;
             }

@@ -288,7 +288,8 @@ pub fn register(
 ) -> Result<Registration> {
     check(&baseline, "baseline")?;
     check(&followup, "follow-up")?;
-    if !(cfg.window_hu.1 > cfg.window_hu.0) || cfg.max_points < 100 {
+    let (w0, w1) = cfg.window_hu;
+    if w0.is_nan() || w1.is_nan() || w1 <= w0 || cfg.max_points < 100 {
         return Err(Error::InvalidInput(format!(
             "registration window {:?} HU and {} points: the window must be increasing and at \
              least 100 points compared",
@@ -646,7 +647,7 @@ fn grid_points(g: &Grid, region: &[u8], max: usize) -> Points {
         if r == 0 || v.is_nan() {
             continue;
         }
-        if k % stride == 0 {
+        if k.is_multiple_of(stride) {
             let p = [
                 (i % nx) as f64,
                 ((i / nx) % ny) as f64,
@@ -870,7 +871,7 @@ fn quality(
             continue;
         }
         k += 1;
-        if k % stride != 0 {
+        if !k.is_multiple_of(stride) {
             continue;
         }
         n += 1;
@@ -948,7 +949,7 @@ pub fn brain_error_mm(a: &Rigid, b: &Rigid, img: &Image<'_>) -> (f64, f64) {
         .filter(|(_, v)| **v != 0)
         .enumerate()
     {
-        if k % stride != 0 {
+        if !k.is_multiple_of(stride) {
             continue;
         }
         let w = affine_apply(img.affine, [x as f64, y as f64, z as f64]);
