@@ -125,6 +125,11 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    // ---- follow-up comparison (registration) -------------------------------------------------
+    /// Two scans that cannot be aligned or compared (no brain in one, no overlap).
+    #[error("{0}")]
+    Registration(String),
+
     // ---- files (CLI only) ---------------------------------------------------------------------
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
+pub mod registration;
 /// Training data is made natively; keeping it out of the wasm keeps the page's engine small.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod synth;

@@ -29,6 +29,8 @@ enum Command {
     Synth(cli::synth::SynthArgs),
     /// Segment haemorrhage in a scan: mask in the scan's grid, volume in mL and ABC/2.
     Segment(cli::segment::SegmentArgs),
+    /// Compare a follow-up scan with its baseline: haematoma growth and expansion.
+    Compare(cli::compare::CompareArgs),
     /// Train ICHNet on a folder of image/mask pairs.
     Train(cli::train::TrainArgs),
     /// Evaluate ICHNet (with and without CRF) and the naive baseline on image/mask pairs.
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cli::serve::run(&a),
         Command::Synth(a) => cli::synth::run(&a),
         Command::Segment(a) => cli::segment::run(&a),
+        Command::Compare(a) => cli::compare::run(&a),
         Command::Train(a) => cli::train::run(&a),
         Command::Eval(a) => cli::eval::run(&a),
     };

@@ -317,6 +317,27 @@ pub struct Expansion {
     pub relative: Option<f64>,
     /// Growth ≥ 6 mL or ≥ 33 % of the baseline.
     pub expanded: bool,
+    /// The absolute criterion fired: growth ≥ 6 mL.
+    pub by_6_ml: bool,
+    /// The relative criterion fired: growth ≥ 33 % of a non-zero baseline.
+    pub by_33_percent: bool,
+    /// Growth ≥ 12.5 mL: the stricter definition some trials use; reported beside the verdict,
+    /// not part of `expanded`.
+    pub by_12_5_ml: bool,
+}
+
+impl Expansion {
+    /// The criteria that fired, as a reader writes them ("≥ 6 mL", "≥ 33 %", "≥ 12.5 mL").
+    pub fn criteria(&self) -> Vec<&'static str> {
+        [
+            (self.by_6_ml, "≥ 6 mL"),
+            (self.by_33_percent, "≥ 33 %"),
+            (self.by_12_5_ml, "≥ 12.5 mL"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
 }
 
 /// The usual haematoma-expansion rule: absolute growth ≥ 6 mL or relative growth ≥ 33 %.
@@ -325,11 +346,15 @@ pub struct Expansion {
 pub fn haematoma_expansion(baseline_ml: f64, follow_up_ml: f64) -> Expansion {
     let growth_ml = follow_up_ml - baseline_ml;
     let relative = (baseline_ml > 0.0).then(|| growth_ml / baseline_ml);
-    let expanded = growth_ml >= 6.0 || relative.is_some_and(|r| r >= 0.33);
+    let by_6_ml = growth_ml >= 6.0;
+    let by_33_percent = relative.is_some_and(|r| r >= 0.33);
     Expansion {
         growth_ml,
         relative,
-        expanded,
+        expanded: by_6_ml || by_33_percent,
+        by_6_ml,
+        by_33_percent,
+        by_12_5_ml: growth_ml >= 12.5,
     }
 }
 
@@ -481,5 +506,12 @@ mod tests {
         let none = haematoma_expansion(0.0, 2.0);
         assert_eq!((none.relative, none.expanded), (None, false));
         assert!(!haematoma_expansion(20.0, 10.0).expanded, "shrinking");
+        assert_eq!(haematoma_expansion(30.0, 36.0).criteria(), ["≥ 6 mL"]);
+        assert_eq!(haematoma_expansion(3.0, 4.0).criteria(), ["≥ 33 %"]);
+        assert_eq!(
+            haematoma_expansion(20.0, 33.0).criteria(),
+            ["≥ 6 mL", "≥ 33 %", "≥ 12.5 mL"]
+        );
+        assert!(haematoma_expansion(50.0, 40.0).criteria().is_empty());
     }
 }

@@ -55,6 +55,10 @@ pub struct SynthArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Make baseline/follow-up pairs with a known head movement and clot growth instead
+    /// (OUT/baseline/, OUT/followup/, their masks and OUT/pairs.tsv; --preset is ignored).
+    #[arg(long)]
+    pub pairs: bool,
 }
 
 /// `--preset` values.
@@ -129,6 +133,9 @@ pub fn load_anatomies(dir: &Path, only: &[String], exclude: &[String]) -> Result
 pub fn run(args: &SynthArgs) -> Result<()> {
     let dir = args.anatomy.clone().unwrap_or_else(default_anatomy_dir);
     let anatomies = load_anatomies(&dir, &args.only_anatomy, &args.exclude_anatomy)?;
+    if args.pairs {
+        return super::synth_pairs::run(args, &anatomies);
+    }
     let preset = match args.preset {
         PresetArg::Random => Preset::Random,
         PresetArg::Demo => Preset::Demo,

@@ -144,6 +144,33 @@ impl Scan {
         &self.geometry
     }
 
+    /// Voxel-to-world affine of the canonical stack: `(x, y, z, 1)` stack indices (`hu[[z, y, x]]`)
+    /// to RAS+ mm. The file's affine with its axes permuted and flipped the way the stack was,
+    /// so it keeps any shear (gantry tilt) exactly; registration works in this world frame.
+    // One file axis indexes the affine's columns, the reorientation and the output at once.
+    #[allow(clippy::needless_range_loop)]
+    pub fn stack_affine(&self) -> Affine {
+        let a = self.info.affine;
+        let mut out = [[0.0; 4], [0.0; 4], [0.0; 4], [0.0, 0.0, 0.0, 1.0]];
+        for (row, o) in out.iter_mut().take(3).enumerate() {
+            o[3] = a[row][3];
+        }
+        for f in 0..3 {
+            // Stack axis 0 is z (affine column 2), 2 is x (column 0).
+            let col = 2 - self.reorient.stack_axis[f];
+            let n = self.reorient.file_dims[f].saturating_sub(1) as f64;
+            for (row, o) in out.iter_mut().take(3).enumerate() {
+                if self.reorient.flip[f] {
+                    o[col] = -a[row][f];
+                    o[3] += a[row][f] * n;
+                } else {
+                    o[col] = a[row][f];
+                }
+            }
+        }
+        out
+    }
+
     /// A mask in stack order, as a gzipped NIfTI-1 file on exactly the scan's voxel grid: same
     /// dims, pixdim, qform, sform and units as the input, so any viewer overlays it on the scan.
     pub fn mask_nifti_gz(&self, mask: &Array3<u8>) -> Result<Vec<u8>> {

@@ -155,6 +155,24 @@ impl Iph {
         }
     }
 
+    /// The same haematoma grown (or shrunk) about its centre by `factor` in every direction:
+    /// the shape, density pattern and rim stay, the volume scales by `factor³` (follow-up pairs
+    /// with a known growth).
+    pub fn grown(&self, factor: f64) -> Iph {
+        let f = factor.max(1e-3);
+        let mut g = self.clone();
+        g.radius *= f;
+        for l in &mut g.lobes {
+            l.c = add(self.centre, scale(sub(l.c, self.centre), f));
+            l.m = l.m.map(|row| row.map(|v| v / f));
+            l.r_min *= f;
+        }
+        g.surface_amp *= f;
+        g.mass_reach *= f;
+        g.reach *= f;
+        g
+    }
+
     /// Approximate signed distance (mm) to the haematoma's surface (negative inside).
     fn sdf(&self, p: V3) -> f64 {
         let d = self

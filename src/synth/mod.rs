@@ -17,6 +17,7 @@ pub mod confound;
 pub mod field;
 pub mod lesion;
 pub mod montage;
+pub mod pairs;
 pub mod rng;
 pub mod scanner;
 

@@ -47,6 +47,18 @@ impl Pose {
         }
     }
 
+    /// A rigid placement: the anatomy point at world `x` in the identity placement lands at
+    /// `rotation · x + shift` (follow-up pairs with a known head movement).
+    pub fn rigid(anat: &Anatomy, rotation: M3, shift: V3) -> Pose {
+        let inv = super::field::transpose(&rotation);
+        Pose {
+            centre: super::field::sub(anat.centre, mul(&inv, shift)),
+            inv,
+            fwd: rotation,
+            elastic: None,
+        }
+    }
+
     /// A random placement: yaw ±10°, pitch ±12°, roll ±6°, scale 0.9–1.1 (±4 % per axis), a
     /// left–right mirror half of the time, and an elastic warp of up to ~3 mm.
     pub fn random(rng: &mut Rng, anat: &Anatomy) -> Pose {
