@@ -104,7 +104,13 @@ describe("iframe protocol", () => {
       const { json } = nativeResult();
       const nativeMl = json.volume_ml;
       assert.ok(Math.abs(result.volume_ml - nativeMl) <= 0.01 * Math.max(nativeMl, 0.1), `${result.volume_ml} vs ${nativeMl}`);
-      assert.ok(parseNifti(Buffer.from(mask)).dims.length >= 3);
+      // The mask itself, against the CLI's: same grid, same voxels.
+      const a = parseNifti(Buffer.from(mask));
+      const b = parseNifti(nativeResult().mask);
+      assert.deepEqual(a.dims, b.dims);
+      assert.deepEqual(a.srow, b.srow);
+      const d = dice(a.data, b.data);
+      assert.ok(d >= 0.99, `Dice between the iframe's mask and the CLI's: ${d}`);
     } finally {
       await browser.close();
     }

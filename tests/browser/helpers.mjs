@@ -4,7 +4,7 @@
 
 import { spawn, execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -138,6 +138,29 @@ export async function chooseFile(page, name, buffer) {
   await page.setInputFiles("#file", path);
 }
 
+/**
+ * One HTTP/1.1 GET of `target` sent as raw bytes over a socket: no URL parser sees it, so `/../`
+ * and `%2e%2e` reach the server exactly as written (fetch and the browser normalise both away).
+ * Resolves with `{ status, body: Buffer }`.
+ */
+export function rawGet(port, target) {
+  return new Promise((resolve, reject) => {
+    const sock = connect(port, "127.0.0.1");
+    const chunks = [];
+    sock.setTimeout(10_000, () => sock.destroy(new Error(`no answer to GET ${target} within 10 s`)));
+    sock.on("connect", () => sock.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`, "latin1"));
+    sock.on("data", (d) => chunks.push(d));
+    sock.on("error", reject);
+    sock.on("end", () => {
+      const all = Buffer.concat(chunks);
+      const m = all.toString("latin1", 0, Math.min(all.length, 64)).match(/^HTTP\/1\.[01] (\d{3}) /);
+      if (!m) return reject(new Error(`GET ${target}: no HTTP status line in the answer`));
+      const split = all.indexOf("\r\n\r\n");
+      resolve({ status: Number(m[1]), body: split < 0 ? Buffer.alloc(0) : all.subarray(split + 4) });
+    });
+  });
+}
+
 // ---- NIfTI in JS (only what the tests need) ---------------------------------------------------
 
 const DT = { 2: ["u8", 1], 4: ["i16", 2], 16: ["f32", 4], 512: ["u16", 2] };
@@ -180,6 +203,30 @@ export function dice(a, b) {
     inter += x && y;
   }
   return na + nb === 0 ? 1 : (2 * inter) / (na + nb);
+}
+
+/** Volume in mL of the non-zero voxels of a parsed NIfTI (voxel count × |pixdim| product / 1000). */
+export function maskMl(nifti) {
+  let n = 0;
+  for (const v of nifti.data) n += v !== 0;
+  const [dx, dy, dz] = nifti.pixdim.slice(1, 4).map(Math.abs);
+  return (n * dx * dy * dz) / 1000;
+}
+
+/**
+ * A 4-D copy of a 3-D NIfTI-1 file: the volume repeated `nt` times along t (dim[0] = 4). The
+ * reader must use the first volume, so the result must equal the 3-D file's.
+ */
+export function repeatAlongT(buf, nt) {
+  let b = Buffer.from(buf);
+  if (b[0] === 0x1f && b[1] === 0x8b) b = gunzipSync(b);
+  if (b.readInt32LE(0) !== 348) throw new Error("the 4-D helper handles little-endian NIfTI-1 only");
+  const voxOffset = b.readFloatLE(108);
+  const header = Buffer.from(b.subarray(0, voxOffset));
+  const data = b.subarray(voxOffset);
+  header.writeInt16LE(4, 40);
+  header.writeInt16LE(nt, 50);
+  return gzipSync(Buffer.concat([header, ...Array.from({ length: nt }, () => data)]), { level: 1 });
 }
 
 /**
