@@ -40,10 +40,36 @@ pub const DEFAULT_THRESHOLD: f32 = 0.5;
 /// voxels are noise, and no reported bleed is smaller than 0.05 mL.
 pub const MIN_COMPONENT_ML: f64 = 0.05;
 
+/// The stages of one segmentation, by the names the report's `timings` and the page's progress
+/// use. Defined once here: the CLI's report and the page's (which drives the same stages from a
+/// worker, see `src/wasm.rs`) cannot disagree on a name or on the order.
+pub mod stage {
+    /// Decode the file into a canonical stack in HU.
+    pub const READ: &str = "read";
+    /// CT brain extraction and placement of the network grid.
+    pub const BRAIN: &str = "brain";
+    /// The network, slice batch by slice batch.
+    pub const NETWORK: &str = "network";
+    /// The 3D dense CRF (skipped when the options turn it off).
+    pub const CRF: &str = "crf";
+    /// Threshold, clean-up, measurements, the mask in the input's grid.
+    pub const FINISH: &str = "finish";
+}
+
+/// The stages [`segment`] runs for `opts`, in order.
+pub fn stages(opts: &SegmentOptions) -> Vec<&'static str> {
+    let mut s = vec![stage::READ, stage::BRAIN, stage::NETWORK];
+    if opts.crf.is_some() {
+        s.push(stage::CRF);
+    }
+    s.push(stage::FINISH);
+    s
+}
+
 /// How long one stage took.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timing {
-    /// Stage name ("read", "brain", "network", "crf", "finish").
+    /// Stage name, one of [`stage`].
     pub stage: String,
     /// Milliseconds.
     pub ms: f64,
@@ -99,12 +125,13 @@ impl Prepared {
     pub fn new(bytes: &[u8]) -> Result<Self> {
         let t = clock();
         let scan = Scan::from_bytes(bytes)?;
-        let mut p = Self::from_scan_untimed(scan)?;
+        let read_ms = elapsed_ms(t);
+        let mut p = Self::from_scan(scan)?;
         p.timings.insert(
             0,
             Timing {
-                stage: "read+brain".into(),
-                ms: elapsed_ms(t),
+                stage: stage::READ.into(),
+                ms: read_ms,
             },
         );
         Ok(p)
@@ -117,7 +144,7 @@ impl Prepared {
         p.timings.insert(
             0,
             Timing {
-                stage: "brain".into(),
+                stage: stage::BRAIN.into(),
                 ms: elapsed_ms(t),
             },
         );
@@ -308,9 +335,9 @@ impl Prepared {
         )?;
         self.refined = Some(refined);
         // A repeated CRF replaces the earlier one, so its timing does too.
-        self.timings.retain(|t| t.stage != "crf");
+        self.timings.retain(|t| t.stage != stage::CRF);
         self.timings.push(Timing {
-            stage: "crf".into(),
+            stage: stage::CRF.into(),
             ms: elapsed_ms(t),
         });
         Ok(())
@@ -334,7 +361,7 @@ impl Prepared {
         let abc2 = metrics::abc2(&mask, stack)?;
         let mut timings = self.timings.clone();
         timings.push(Timing {
-            stage: "finish".into(),
+            stage: stage::FINISH.into(),
             ms: elapsed_ms(t),
         });
         Ok(Segmentation {
@@ -383,7 +410,7 @@ impl Default for SegmentOptions {
 /// Progress of [`segment`]: a stage name and `done` of `total` units.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress<'a> {
-    /// "brain", "network", "crf" or "finish".
+    /// One of [`stage`].
     pub stage: &'a str,
     /// Units done.
     pub done: usize,
@@ -408,14 +435,14 @@ pub fn segment(
             Err(Error::Cancelled)
         }
     };
-    go(progress, "brain", 0, 1)?;
+    go(progress, stage::BRAIN, 0, 1)?;
     let mut prep = Prepared::new(bytes)?;
     run_network(&mut prep, model, device, opts.batch_slices, progress)?;
     if let Some(cfg) = &opts.crf {
         let mut cancelled = false;
         let res = prep.apply_crf(cfg, &mut |d, n| {
             let ok = progress(Progress {
-                stage: "crf",
+                stage: stage::CRF,
                 done: d,
                 total: n,
             });
@@ -427,7 +454,7 @@ pub fn segment(
         }
         res?;
     }
-    go(progress, "finish", 0, 1)?;
+    go(progress, stage::FINISH, 0, 1)?;
     prep.finish(opts.threshold)
 }
 
@@ -447,7 +474,7 @@ pub fn run_network(
     let mut start = 0;
     while start < total {
         if !progress(Progress {
-            stage: "network",
+            stage: stage::NETWORK,
             done: start,
             total,
         }) {
@@ -462,7 +489,7 @@ pub fn run_network(
         prep.accept_probs(r.clone(), &probs)?;
         start = r.end;
     }
-    prep.add_timing("network", elapsed_ms(t));
+    prep.add_timing(stage::NETWORK, elapsed_ms(t));
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
+import os from "node:os";
 import { basename, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
@@ -185,6 +186,9 @@ describe("the sample, end to end", () => {
   test("on the CPU path (no WebGPU flag), matching the CLI", async () => {
     const report = await segmentSampleEndToEnd({ webgpu: false, screenshot: "/tmp/ichnet-result-cpu.png" });
     assert.match(report.backend, /^CPU/);
+    // On a machine with two or more cores the batches were shared between workers, and the mask
+    // still equals the CLI's byte for byte (checked above).
+    if (os.availableParallelism() >= 2) assert.ok(report.workers >= 2, `the network ran on ${report.workers} worker(s)`);
   });
 
   // SwiftShader (software WebGPU, the only adapter on a machine without a GPU) needs well over ten
@@ -197,6 +201,9 @@ describe("the sample, end to end", () => {
       input: join(ROOT, "tests/fixtures/synth/images/synth_00000.nii.gz"),
     });
     assert.match(report.backend, /^WebGPU/);
+    // The known-answer check ran at engine start and passed; the first run was a warm-up.
+    assert.ok(report.known_answer.max_diff <= report.known_answer.tolerance, JSON.stringify(report.known_answer));
+    assert.ok(report.browser_timings.some((t) => t.stage === "warmup"), JSON.stringify(report.browser_timings));
   });
 });
 

@@ -94,8 +94,8 @@ export async function launch({ webgpu = false } = {}) {
  * A page that records every request and every long task (> 50 ms, as the browser defines it) on
  * the main thread; `page.longTasks()` reads the durations back.
  */
-export async function recordedPage(browser, { acceptDownloads = true } = {}) {
-  const context = await browser.newContext({ acceptDownloads, viewport: { width: 1400, height: 1000 } });
+export async function recordedPage(browser, { acceptDownloads = true, serviceWorkers = "allow" } = {}) {
+  const context = await browser.newContext({ acceptDownloads, serviceWorkers, viewport: { width: 1400, height: 1000 } });
   await context.addInitScript(() => {
     window.__longTasks = [];
     try {
