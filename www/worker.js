@@ -17,9 +17,10 @@ const WEIGHTS_URL = new URL("weights/ichnet.bpk", import.meta.url);
 const WORKER_URL = new URL("worker.js", import.meta.url);
 
 /**
- * Wasm memory one module instance may reach, MiB: the peak measured for the sample (230 MB, see
- * the README's Benchmarks) with headroom for larger scans. Helpers are capped so that all module
- * instances together stay within a quarter of the device's memory.
+ * Wasm memory one helper module instance may reach, MiB: the peaks measured were 214 MB for the
+ * sample and 297 MB for a 512×512×32 scan (tests/browser/bench.mjs, `helper_wasm_memory_bytes`).
+ * Helpers are capped so that all module instances together stay within a quarter of the
+ * device's memory.
  */
 const MODULE_MIB = 320;
 /** Beyond this many workers the network batches of one scan run out before the workers do. */

@@ -8,6 +8,7 @@
 // (ICHNET_BIN picks another binary):
 //   node tests/browser/bench.mjs            (CPU modes)     node tests/browser/bench.mjs webgpu
 //   BENCH_SCANS=sample node tests/browser/bench.mjs          (the sample only)
+//   BENCH_SCANS=synth node tests/browser/bench.mjs webgpu    (SwiftShader on the 128×128×16 fixture)
 
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -31,10 +32,12 @@ process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
 const allScans = [
   ["sample", SAMPLE],
   ["512x512x32", join(dir, "phantom_512x512x32.nii.gz")],
+  // Only when named in BENCH_SCANS: the small fixture SwiftShader finishes in minutes.
+  ["synth", join(ROOT, "tests/fixtures/synth/images/synth_00000.nii.gz")],
 ];
 writeFileSync(allScans[1][1], phantomHead({ nx: 512, ny: 512, nz: 32 }));
 const wanted = process.env.BENCH_SCANS?.split(",");
-const scans = allScans.filter(([name]) => !wanted || wanted.includes(name));
+const scans = allScans.filter(([name]) => (wanted ? wanted.includes(name) : name !== "synth"));
 
 const modes = [
   ["cpu, 1 worker", { webgpu: false, options: { backend: "cpu", workers: 1 } }],
@@ -89,7 +92,7 @@ try {
       const rep = r.report;
       console.log(
         `${name} | ${mode}: page ${r.s.toFixed(1)} s [${ms(rep.browser_timings)}; ${ms(rep.timings)} ms] ` +
-          `${rep.workers} worker(s), backend ${rep.backend}, peak wasm memory ${mb(rep.wasm_memory_bytes ?? 0)} MB${rep.helper_wasm_memory_bytes ? ` (helper ${mb(rep.helper_wasm_memory_bytes)} MB)` : ""}, ${rep.volume_ml?.toFixed(2)} mL | ` +
+          `${rep.workers} worker(s), backend ${rep.backend}${rep.known_answer ? ` (known-answer max diff ${rep.known_answer.max_diff})` : ""}, peak wasm memory ${mb(rep.wasm_memory_bytes ?? 0)} MB${rep.helper_wasm_memory_bytes ? ` (helper ${mb(rep.helper_wasm_memory_bytes)} MB)` : ""}, ${rep.volume_ml?.toFixed(2)} mL | ` +
           `native segment ${n.s.toFixed(1)} s [${ms(n.report.timings)} ms], ${n.report.volume_ml?.toFixed(2)} mL | ` +
           `page/native ${(r.s / n.s).toFixed(2)}×`,
       );
