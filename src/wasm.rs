@@ -278,22 +278,26 @@ async fn gpu_device() -> crate::Result<Device> {
 // ---- options ------------------------------------------------------------------------------------
 
 /// The options the page, the ES module and the iframe protocol take: the CLI's, by the CLI's
-/// names. `crf` is `true` (the default configuration), `false` (`--no-crf`) or an object of
-/// `CrfConfig` fields (`--crf-config`; missing fields keep their defaults).
-#[derive(Deserialize, Default)]
+/// names. `crf` is `null` (`--no-crf`) or an object of `CrfConfig` fields (`--crf-config`;
+/// missing fields keep their defaults); without it, the default configuration.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PageOptions {
     threshold: Option<f32>,
-    crf: Option<serde_json::Value>,
+    /// Missing means `{}`: the default configuration (serde would read `null` as missing in an
+    /// `Option`, and `null` means no CRF here).
+    #[serde(default = "crf_defaults")]
+    crf: serde_json::Value,
+}
+
+fn crf_defaults() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
 }
 
 fn segment_options(json: &str) -> crate::Result<SegmentOptions> {
     let bad = |e: serde_json::Error| Error::InvalidInput(format!("segmentation options: {e}"));
-    let o: PageOptions = if json.trim().is_empty() {
-        PageOptions::default()
-    } else {
-        serde_json::from_str(json).map_err(bad)?
-    };
+    let o: PageOptions =
+        serde_json::from_str(if json.trim().is_empty() { "{}" } else { json }).map_err(bad)?;
     let mut opts = SegmentOptions::default();
     if let Some(t) = o.threshold {
         if !(t > 0.0 && t < 1.0) {
@@ -304,12 +308,11 @@ fn segment_options(json: &str) -> crate::Result<SegmentOptions> {
         opts.threshold = t;
     }
     opts.crf = match o.crf {
-        None | Some(serde_json::Value::Bool(true)) => Some(CrfConfig::default()),
-        Some(serde_json::Value::Bool(false)) => None,
-        Some(v @ serde_json::Value::Object(_)) => Some(CrfConfig::from_json(&v.to_string())?),
-        Some(v) => {
+        serde_json::Value::Null => None,
+        v @ serde_json::Value::Object(_) => Some(CrfConfig::from_json(&v.to_string())?),
+        v => {
             return Err(Error::InvalidInput(format!(
-                "segmentation options: crf must be true, false or an object of CRF parameters, \
+                "segmentation options: crf must be null (no CRF) or an object of CRF parameters, \
                  not {v}"
             )));
         }

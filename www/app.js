@@ -21,6 +21,7 @@ const ui = {
   crfAppearance: $("opt-crf-appearance"),
   crfSmooth: $("opt-crf-smooth"),
   threshold: $("opt-threshold"),
+  assumeHu: $("opt-assume-hu"),
   backend: $("opt-backend"),
   status: $("status"),
   progress: $("progress"),
@@ -60,15 +61,16 @@ function currentOptions() {
   const threshold = num(ui.threshold);
   if (threshold !== undefined) options.threshold = threshold;
   if (!ui.crf.checked) {
-    options.crf = false;
+    options.crf = null;
   } else {
     const crf = {};
     const appearance = num(ui.crfAppearance);
     const smooth = num(ui.crfSmooth);
     if (appearance !== undefined) crf.appearance_weight = appearance;
     if (smooth !== undefined) crf.smooth_weight = smooth;
-    options.crf = Object.keys(crf).length ? crf : true;
+    if (Object.keys(crf).length) options.crf = crf;
   }
+  if (ui.assumeHu.checked) options.assume_hu = true;
   return options;
 }
 
@@ -140,6 +142,8 @@ function showResult(name, { mask, mask_nifti, report }) {
     ["Slices with blood", String(report.slices_with_blood ?? "–")],
     ["Brain volume", `${fmt(report.brain_ml, 0)} mL`],
     ["CRF", crf],
+    ...(report.hu_assumed ? [["Hounsfield units", "assumed because you said so: the values did not look like HU, so every mL figure rests on that"]] : []),
+    ...(report.orientation_known === false ? [["Left / right", "unknown: the file does not say which side is which"]] : []),
     ["Threshold", String(report.threshold ?? "–")],
     ["Backend", `${report.backend}${report.workers > 1 ? ` × ${report.workers} workers` : ""}${report.backend_note ? ` (${report.backend_note})` : ""}`],
     ["Time", times],

@@ -112,7 +112,7 @@ let shared = null;
  * `bytes`: ArrayBuffer or typed array (copied, so the caller keeps its own).
  * Options: `onProgress({ stage, index, count, done, total })`, `signal` (AbortSignal: stops the
  * work), `name`, and the segmentation options of protocol.js: `backend` ("auto" | "webgpu" |
- * "cpu"), `threshold`, `crf` (true | false | { CrfConfig fields }), as the CLI takes them.
+ * "cpu"), `threshold`, `crf` (null | { CrfConfig fields }), `assume_hu`, as the CLI takes them.
  *
  * Resolves with the result of protocol.js, `{ report, mask_nifti }` (the same shape the iframe
  * posts); rejects with an Error whose message is meant for the user, or an AbortError when

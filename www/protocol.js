@@ -13,8 +13,10 @@
  *   backend    "auto" | "webgpu" | "cpu"   (the CLI's --gpu; "auto" tries a hardware GPU)
  *   workers    most module instances for the CPU network (default: cores, capped by memory)
  *   threshold  number in (0, 1), default 0.5                  (--threshold)
- *   crf        true (default) | false (--no-crf) | { CrfConfig fields, e.g. appearance_weight,
- *              smooth_weight, iterations, ...; missing ones keep their defaults } (--crf-config)
+ *   crf        null (--no-crf) | { CrfConfig fields, e.g. appearance_weight, smooth_weight,
+ *              iterations, ...; missing ones keep their defaults } (--crf-config); omitted: defaults
+ *   assume_hu  true takes values that do not look like HU as HU, recorded in the report as
+ *              `hu_assumed` (--assume-hu); without it such scans are refused
  *
  * Everything but `backend` and `workers` (the browser's own) goes to the core as is, which refuses unknown names and bad values
  * with the CLI's sentences.

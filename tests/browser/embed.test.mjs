@@ -84,7 +84,7 @@ describe("ES module API", () => {
       const out = await page.evaluate(async () => {
         const { segment } = await import("/embed.js");
         const bytes = await (await fetch("/samples/sample_head_ct_simulated_bleed.nii.gz")).arrayBuffer();
-        const r = await segment(bytes, { crf: false, threshold: 0.3 });
+        const r = await segment(bytes, { crf: null, threshold: 0.3 });
         const bad = await segment(bytes, { crf: { appearance_weight: -1 } }).catch((e) => e.message);
         const typo = await segment(bytes, { treshold: 0.3 }).catch((e) => e.message);
         return { report: r.report, mask: Array.from(r.mask_nifti), bad, typo };

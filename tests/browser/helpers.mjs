@@ -225,7 +225,7 @@ export function repeatAlongT(buf, nt) {
   const header = Buffer.from(b.subarray(0, voxOffset));
   const data = b.subarray(voxOffset);
   header.writeInt16LE(4, 40);
-  header.writeInt16LE(nt, 50);
+  header.writeInt16LE(nt, 48); // dim[4]: dim[i] sits at byte 40 + 2i
   return gzipSync(Buffer.concat([header, ...Array.from({ length: nt }, () => data)]), { level: 1 });
 }
 
