@@ -41,8 +41,78 @@ pub enum Error {
         bytes: usize,
     },
 
+    /// The voxel values cannot be Hounsfield units of a head CT (see [`crate::io::not_hu_reason`]):
+    /// a volume in mL measured on them would look exact and mean nothing, so quantification is
+    /// refused unless the caller says the values are HU (`--assume-hu`, `assumeHu`).
+    #[error(
+        "{}; the haemorrhage volume would be unreliable, so the scan was not segmented (if you \
+         know these values are Hounsfield units, run again with --assume-hu, or the page's \
+         'values are HU' option)",
+        crate::io::not_hu_reason(*min, *max).unwrap_or_default()
+    )]
+    NotHu {
+        /// Lowest voxel value after the header's scaling.
+        min: f32,
+        /// Highest voxel value after the header's scaling.
+        max: f32,
+    },
+    /// Every voxel has the same value: there is no image to segment.
+    #[error("every voxel of the scan is {value}: the image is blank, there is nothing to segment")]
+    BlankScan {
+        /// The one value.
+        value: f32,
+    },
+    /// The brain extraction found no brain: a "0 mL" answer would be a confident wrong one.
+    #[error(
+        "no brain was found: the scan has no soft-tissue body between 0 and 100 HU large enough \
+         to be a brain (its values range from {hu_min} to {hu_max} HU); this tool needs a \
+         non-contrast head CT in Hounsfield units"
+    )]
+    NoBrain {
+        /// Lowest value in the scan (HU).
+        hu_min: f32,
+        /// Highest value in the scan (HU).
+        hu_max: f32,
+    },
+    /// An error from reading one named input, shown as "name: reason".
+    #[error("{file}: {source}")]
+    InFile {
+        /// The file (name only: no directory, nothing identifying the patient).
+        file: String,
+        /// What went wrong in it.
+        source: Box<Error>,
+    },
+
     // ---- processing ---------------------------------------------------------------------------
-    /// Arguments that do not fit together (mask shape vs. volume shape, options out of range).
+    /// Two grids that must be the same are not (a mask for another scan, a truncated array).
+    #[error("{what}: expected {} voxels (x×y×z) but got {}", dims_text(*expected), dims_text(*found))]
+    ShapeMismatch {
+        /// What was being matched ("the mask", "the probabilities").
+        what: &'static str,
+        /// The shape required, `(z, y, x)`.
+        expected: (usize, usize, usize),
+        /// The shape given, `(z, y, x)`.
+        found: (usize, usize, usize),
+    },
+    /// An option outside the values it accepts.
+    #[error("{name} {value}: {allowed}")]
+    InvalidOption {
+        /// The option's name as the user typed it ("threshold", "batch").
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What would have been accepted.
+        allowed: &'static str,
+    },
+    /// A stage was asked for a result that needs network slices not computed yet.
+    #[error("{missing} of {total} network slices have no probabilities yet")]
+    Incomplete {
+        /// Slices still without probabilities.
+        missing: usize,
+        /// Slices in all.
+        total: usize,
+    },
+    /// Arguments that do not fit together and have no variant of their own.
     #[error("{0}")]
     InvalidInput(String),
     /// The network weights could not be loaded or do not match the model configuration.
@@ -64,6 +134,11 @@ pub enum Error {
         /// The operating system's reason.
         source: std::io::Error,
     },
+}
+
+/// `(z, y, x)` as the "x×y×z" users read in viewers.
+fn dims_text((z, y, x): (usize, usize, usize)) -> String {
+    format!("{x}×{y}×{z}")
 }
 
 impl Error {

@@ -11,6 +11,10 @@
 //! Everything here is plain Rust with no browser types, so it is tested natively; the command-line
 //! tool (`src/main.rs`) and the wasm layer (`wasm`) are thin faces of it.
 
+// A panic in the page kills the worker's module and loses the scan; every failure is an `Error`
+// with a sentence instead. Tests may unwrap (clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod crf;
 pub mod error;
 pub mod io;

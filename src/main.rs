@@ -1,5 +1,9 @@
 //! `ichnet`: the command-line face of the core (segment, train, evaluate, benchmark, serve).
 
+// A panic in the page kills the worker's module and loses the scan; every failure is an `Error`
+// with a sentence instead. Tests may unwrap (clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 

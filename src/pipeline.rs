@@ -1,7 +1,7 @@
 //! The one staged segmentation, shared by the command line and the browser.
 //!
 //! ```text
-//! Prepared::new(bytes)            io + brain mask + network grid
+//! Prepared::new(bytes, assume_hu) io + brain mask + network grid (refuses non-HU, blank, no brain)
 //!   loop over slice batches:
 //!     prepared.slice_batch(r)     → network input [n, c, h, w]
 //!     (caller runs the network: native reads back synchronously, wasm with into_data_async)
@@ -19,19 +19,15 @@ use std::ops::Range;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use ndarray::{Array3, Axis};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::crf::{self, CrfConfig};
 use crate::error::{Error, Result, try_filled};
 use crate::io::Scan;
 use crate::metrics::{self, Abc2};
-use crate::model::input::{CHANNELS, SliceGrid, window_into};
+use crate::model::input::{BOX_MARGIN_MM, CHANNELS, SliceGrid, window_into};
 use crate::model::{IchNet, IchNetConfig};
-use crate::preprocess::{bounding_box, brain_mask};
-
-/// Margin around the brain's bounding box on the network grid, mm: the network sees the inner
-/// skull surface around the brain (blood's look-alikes live there).
-pub const BOX_MARGIN_MM: f32 = 8.0;
+use crate::preprocess::{bounding_box, brain_mask, brain_volume_warning};
 
 /// Default probability threshold for the mask.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
@@ -40,36 +36,37 @@ pub const DEFAULT_THRESHOLD: f32 = 0.5;
 /// voxels are noise, and no reported bleed is smaller than 0.05 mL.
 pub const MIN_COMPONENT_ML: f64 = 0.05;
 
-/// The stages of one segmentation, by the names the report's `timings` and the page's progress
-/// use. Defined once here: the CLI's report and the page's (which drives the same stages from a
-/// worker, see `src/wasm.rs`) cannot disagree on a name or on the order.
+/// The stages of a segmentation, in the order they run, named once for the CLI's report, the
+/// page's progress and its report: the page drives the same stages and takes these names from
+/// here (through the wasm layer) instead of spelling its own.
 pub mod stage {
-    /// Decode the file into a canonical stack in HU.
+    /// Bytes to a scan in HU.
     pub const READ: &str = "read";
-    /// CT brain extraction and placement of the network grid.
+    /// Brain extraction and the network grid.
     pub const BRAIN: &str = "brain";
-    /// The network, slice batch by slice batch.
+    /// The network over every slice batch.
     pub const NETWORK: &str = "network";
-    /// The 3D dense CRF (skipped when the options turn it off).
+    /// The 3D dense CRF.
     pub const CRF: &str = "crf";
-    /// Threshold, clean-up, measurements, the mask in the input's grid.
+    /// Threshold, clean-up, measurements, the mask file.
     pub const FINISH: &str = "finish";
+    /// All of them, in order.
+    pub const ALL: [&str; 5] = [READ, BRAIN, NETWORK, CRF, FINISH];
 }
 
-/// The stages [`segment`] runs for `opts`, in order.
+/// The stages a segmentation with `opts` runs, in order ([`stage::ALL`] less the CRF when it is
+/// off): the page asks for this list instead of knowing the sequence itself.
 pub fn stages(opts: &SegmentOptions) -> Vec<&'static str> {
-    let mut s = vec![stage::READ, stage::BRAIN, stage::NETWORK];
-    if opts.crf.is_some() {
-        s.push(stage::CRF);
-    }
-    s.push(stage::FINISH);
-    s
+    stage::ALL
+        .into_iter()
+        .filter(|s| *s != stage::CRF || opts.crf.is_some())
+        .collect()
 }
 
 /// How long one stage took.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timing {
-    /// Stage name, one of [`stage`].
+    /// Stage name, one of [`stage::ALL`] (the page adds its own, e.g. loading the engine).
     pub stage: String,
     /// Milliseconds.
     pub ms: f64,
@@ -98,7 +95,12 @@ pub struct Segmentation {
     pub threshold: f32,
     /// Time per stage (filled natively; the browser adds its own).
     pub timings: Vec<Timing>,
-    /// Reader warnings (not HU, 4-D, NaN voxels, ...).
+    /// Whether the scan says which side is left; without it no side is shown or reported.
+    pub orientation_known: bool,
+    /// Whether the values were taken as HU only because the caller said so (`assume_hu`),
+    /// although they did not look like HU: every mL figure then rests on that word.
+    pub hu_assumed: bool,
+    /// Reader and plausibility warnings (4-D, NaN voxels, unusual brain volume, ...).
     pub warnings: Vec<String>,
 }
 
@@ -118,15 +120,19 @@ pub struct Prepared {
     /// Probabilities on the stack grid after the CRF.
     refined: Option<Array3<f32>>,
     timings: Vec<Timing>,
+    /// Warnings of this segmentation on top of the reader's (brain volume, assumed HU).
+    warnings: Vec<String>,
+    hu_assumed: bool,
 }
 
 impl Prepared {
-    /// Read NIfTI bytes, extract the brain and place the network grid.
-    pub fn new(bytes: &[u8]) -> Result<Self> {
+    /// Read NIfTI bytes, extract the brain and place the network grid (see
+    /// [`Prepared::from_scan`] for what is refused).
+    pub fn new(bytes: &[u8], assume_hu: bool) -> Result<Self> {
         let t = clock();
         let scan = Scan::from_bytes(bytes)?;
         let read_ms = elapsed_ms(t);
-        let mut p = Self::from_scan(scan)?;
+        let mut p = Self::from_scan(scan, assume_hu)?;
         p.timings.insert(
             0,
             Timing {
@@ -137,10 +143,30 @@ impl Prepared {
         Ok(p)
     }
 
-    /// Prepare an already-read scan.
-    pub fn from_scan(scan: Scan) -> Result<Self> {
+    /// Prepare an already-read scan: brain mask and network grid.
+    ///
+    /// Refused, because any volume measured on them would be a confident wrong answer: a blank
+    /// scan ([`Error::BlankScan`]); values that cannot be HU ([`Error::NotHu`]) unless
+    /// `assume_hu`, which the report then records; a scan where no brain is found
+    /// ([`Error::NoBrain`]). A brain volume outside the adult range is a warning.
+    pub fn from_scan(scan: Scan, assume_hu: bool) -> Result<Self> {
         let t = clock();
-        let mut p = Self::from_scan_untimed(scan)?;
+        let (min, max) = (scan.info.hu_min, scan.info.hu_max);
+        if min == max {
+            return Err(Error::BlankScan { value: min });
+        }
+        let mut warnings = Vec::new();
+        let hu_assumed = crate::io::not_hu_reason(min, max).is_some();
+        if hu_assumed {
+            if !assume_hu {
+                return Err(Error::NotHu { min, max });
+            }
+            warnings.push(format!(
+                "the values ({min} to {max}) do not look like Hounsfield units and were taken as \
+                 HU because you said so; every volume below rests on that"
+            ));
+        }
+        let mut p = Self::from_scan_untimed(scan, warnings, hu_assumed)?;
         p.timings.insert(
             0,
             Timing {
@@ -151,8 +177,16 @@ impl Prepared {
         Ok(p)
     }
 
-    fn from_scan_untimed(scan: Scan) -> Result<Self> {
+    fn from_scan_untimed(scan: Scan, mut warnings: Vec<String>, hu_assumed: bool) -> Result<Self> {
         let brain = brain_mask(&scan.stack)?;
+        let brain_ml = scan.stack.mask_ml(&brain);
+        if brain.iter().all(|&v| v == 0) {
+            return Err(Error::NoBrain {
+                hu_min: scan.info.hu_min,
+                hu_max: scan.info.hu_max,
+            });
+        }
+        warnings.extend(brain_volume_warning(brain_ml));
         let multiple = IchNetConfig::new().size_multiple();
         let (z, grid) = match bounding_box(&brain) {
             Some(b) => {
@@ -178,6 +212,8 @@ impl Prepared {
             net_probs,
             refined: None,
             timings: Vec::new(),
+            warnings,
+            hu_assumed,
         })
     }
 
@@ -290,11 +326,10 @@ impl Prepared {
     /// compounds.
     fn network_probability(&self) -> Result<Array3<f32>> {
         if !self.complete() {
-            let missing = self.done.iter().filter(|d| !**d).count();
-            return Err(Error::InvalidInput(format!(
-                "{missing} of {} network slices have no probabilities yet",
-                self.slices()
-            )));
+            return Err(Error::Incomplete {
+                missing: self.done.iter().filter(|d| !**d).count(),
+                total: self.slices(),
+            });
         }
         let (nz, ny, nx) = self.scan.stack.dims();
         let buf = try_filled(nz * ny * nx, 0.0f32, "the probability volume")?;
@@ -346,11 +381,7 @@ impl Prepared {
     /// Threshold, clean up and measure: the final mask, its NIfTI bytes in the input grid, and
     /// the report.
     pub fn finish(&self, threshold: f32) -> Result<Segmentation> {
-        if !(threshold > 0.0 && threshold < 1.0) {
-            return Err(Error::InvalidInput(format!(
-                "threshold {threshold}: must lie strictly between 0 and 1"
-            )));
-        }
+        check_threshold(threshold)?;
         let t = clock();
         let prob = self.probability()?;
         let stack = &self.scan.stack;
@@ -364,6 +395,8 @@ impl Prepared {
             stage: stage::FINISH.into(),
             ms: elapsed_ms(t),
         });
+        let mut warnings = self.scan.warnings.clone();
+        warnings.extend(self.warnings.iter().cloned());
         Ok(Segmentation {
             volume_ml: stack.mask_ml(&mask),
             slices_with_blood: abc2.slices,
@@ -372,7 +405,9 @@ impl Prepared {
             crf: self.refined.is_some(),
             threshold,
             timings,
-            warnings: self.scan.warnings.clone(),
+            orientation_known: self.scan.info.orientation_known,
+            hu_assumed: self.hu_assumed,
+            warnings,
             mask,
             mask_nifti_gz,
         })
@@ -386,8 +421,11 @@ pub fn network_probs(model: &IchNet, x: Vec<f32>, shape: [usize; 4], device: &De
     burn::tensor::activation::sigmoid(model.forward_dense(t))
 }
 
-/// Options of [`segment`].
-#[derive(Debug, Clone)]
+/// Options of a segmentation, the same for the CLI and the page (which passes them as JSON:
+/// `{"threshold": 0.5, "crf": {...} | null, "assume_hu": false}`; missing fields keep the
+/// defaults, unknown ones are refused so a typo is never silently ignored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SegmentOptions {
     /// Probability threshold of the mask.
     pub threshold: f32,
@@ -395,6 +433,8 @@ pub struct SegmentOptions {
     pub crf: Option<CrfConfig>,
     /// Slices per network call (memory ∝ this; 4 keeps a 200×200 grid well under 100 MB).
     pub batch_slices: usize,
+    /// Take the values as HU even when they do not look like HU (see [`Error::NotHu`]).
+    pub assume_hu: bool,
 }
 
 impl Default for SegmentOptions {
@@ -403,14 +443,54 @@ impl Default for SegmentOptions {
             threshold: DEFAULT_THRESHOLD,
             crf: Some(CrfConfig::default()),
             batch_slices: 4,
+            assume_hu: false,
         }
+    }
+}
+
+impl SegmentOptions {
+    /// Options from JSON (the page's and the embedding API's form), checked.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let o: SegmentOptions = serde_json::from_str(text).map_err(|e| {
+            Error::InvalidInput(format!("the segmentation options could not be read: {e}"))
+        })?;
+        o.check()?;
+        Ok(o)
+    }
+
+    /// Refuse values no segmentation can use.
+    pub fn check(&self) -> Result<()> {
+        check_threshold(self.threshold)?;
+        if self.batch_slices == 0 {
+            return Err(Error::InvalidOption {
+                name: "batch_slices",
+                value: "0".into(),
+                allowed: "at least one slice per network call",
+            });
+        }
+        if let Some(c) = &self.crf {
+            c.validate()?;
+        }
+        Ok(())
+    }
+}
+
+fn check_threshold(threshold: f32) -> Result<()> {
+    if threshold > 0.0 && threshold < 1.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidOption {
+            name: "threshold",
+            value: threshold.to_string(),
+            allowed: "must lie strictly between 0 and 1",
+        })
     }
 }
 
 /// Progress of [`segment`]: a stage name and `done` of `total` units.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress<'a> {
-    /// One of [`stage`].
+    /// "brain", "network", "crf" or "finish".
     pub stage: &'a str,
     /// Units done.
     pub done: usize,
@@ -435,8 +515,9 @@ pub fn segment(
             Err(Error::Cancelled)
         }
     };
+    opts.check()?;
     go(progress, stage::BRAIN, 0, 1)?;
-    let mut prep = Prepared::new(bytes)?;
+    let mut prep = Prepared::new(bytes, opts.assume_hu)?;
     run_network(&mut prep, model, device, opts.batch_slices, progress)?;
     if let Some(cfg) = &opts.crf {
         let mut cancelled = false;

@@ -5,8 +5,8 @@
 //! same text. The core owns the sequence and the stage names ([`pipeline::stages`]): the worker
 //! asks [`Job::stages`] and runs each by name (the network batch by batch), so it can post
 //! progress between calls and the page can cancel by terminating the worker; nothing calls back
-//! from Rust into JS. The options are the CLI's (threshold, CRF on/off or its parameters), given
-//! as one JSON object in the CLI's snake_case.
+//! from Rust into JS. The options are the CLI's (threshold, CRF off or its parameters, assume_hu),
+//! given as one JSON object that the core reads.
 //!
 //! Two browser rules shape the network call: results are read with `into_data_async` (a
 //! synchronous read panics on wasm and leaves the module dead), and a WebGPU device can be
@@ -18,12 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::prelude::*;
 use js_sys::{Float32Array, Promise, Uint8Array};
-use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::Error;
-use crate::crf::CrfConfig;
 use crate::io::Scan;
 use crate::model::input::CHANNELS;
 use crate::model::{self, IchNet, IchNetConfig};
@@ -277,47 +275,11 @@ async fn gpu_device() -> crate::Result<Device> {
 
 // ---- options ------------------------------------------------------------------------------------
 
-/// The options the page, the ES module and the iframe protocol take: the CLI's, by the CLI's
-/// names. `crf` is `null` (`--no-crf`) or an object of `CrfConfig` fields (`--crf-config`;
-/// missing fields keep their defaults); without it, the default configuration.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageOptions {
-    threshold: Option<f32>,
-    /// Missing means `{}`: the default configuration (serde would read `null` as missing in an
-    /// `Option`, and `null` means no CRF here).
-    #[serde(default = "crf_defaults")]
-    crf: serde_json::Value,
-}
-
-fn crf_defaults() -> serde_json::Value {
-    serde_json::Value::Object(serde_json::Map::new())
-}
-
+/// The options the page, the ES module and the iframe protocol take: the CLI's, as the core
+/// reads them ([`SegmentOptions::from_json`]: `threshold`, `crf` null or an object of CRF
+/// parameters, `assume_hu`; unknown names refused). An empty string means the defaults.
 fn segment_options(json: &str) -> crate::Result<SegmentOptions> {
-    let bad = |e: serde_json::Error| Error::InvalidInput(format!("segmentation options: {e}"));
-    let o: PageOptions =
-        serde_json::from_str(if json.trim().is_empty() { "{}" } else { json }).map_err(bad)?;
-    let mut opts = SegmentOptions::default();
-    if let Some(t) = o.threshold {
-        if !(t > 0.0 && t < 1.0) {
-            return Err(Error::InvalidInput(format!(
-                "threshold {t}: must lie strictly between 0 and 1"
-            )));
-        }
-        opts.threshold = t;
-    }
-    opts.crf = match o.crf {
-        serde_json::Value::Null => None,
-        v @ serde_json::Value::Object(_) => Some(CrfConfig::from_json(&v.to_string())?),
-        v => {
-            return Err(Error::InvalidInput(format!(
-                "segmentation options: crf must be null (no CRF) or an object of CRF parameters, \
-                 not {v}"
-            )));
-        }
-    };
-    Ok(opts)
+    SegmentOptions::from_json(if json.trim().is_empty() { "{}" } else { json })
 }
 
 // ---- one scan -----------------------------------------------------------------------------------
@@ -396,11 +358,13 @@ impl Job {
                     Err(e) => (State::Bytes(a, b), Err(js(e))),
                 }
             }
-            (stage::BRAIN, State::Read(scan)) => match Prepared::from_scan(*scan) {
-                Ok(p) => (State::Prepared(Box::new(p)), Ok(())),
-                // The scan went into the failed call; the job cannot go on, and says why.
-                Err(e) => (State::Empty, Err(js(e))),
-            },
+            (stage::BRAIN, State::Read(scan)) => {
+                match Prepared::from_scan(*scan, self.opts.assume_hu) {
+                    Ok(p) => (State::Prepared(Box::new(p)), Ok(())),
+                    // The scan went into the failed call; the job cannot go on, and says why.
+                    Err(e) => (State::Empty, Err(js(e))),
+                }
+            }
             (stage::CRF, State::Prepared(mut p)) => {
                 let r = match &self.opts.crf {
                     Some(cfg) => p.apply_crf(cfg, &mut |_, _| true).map_err(js),

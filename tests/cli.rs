@@ -51,7 +51,21 @@ fn segment_writes_a_mask_and_reports_json() {
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let ml = report["volume_ml"].as_f64().unwrap();
-    assert!(ml > 5.0 && ml < 60.0, "volume {ml} mL");
+    // Against the simulated truth (19.4 mL, the fixture's README): the shipped model with its
+    // CRF must land within a tenth of it.
+    let truth =
+        ichnet::io::Scan::from_bytes(&std::fs::read(format!("{FIXTURE}/mask.nii.gz")).unwrap())
+            .unwrap();
+    let true_ml = truth
+        .stack
+        .mask_ml(&truth.stack.hu.mapv(|v| u8::from(v > 0.5)));
+    assert!((true_ml - 19.4).abs() < 0.05, "fixture truth {true_ml} mL");
+    assert!(
+        (ml - true_ml).abs() <= 0.10 * true_ml,
+        "volume {ml} mL, truth {true_ml:.2} mL"
+    );
+    assert_eq!(report["orientation_known"], serde_json::Value::Bool(true));
+    assert_eq!(report["hu_assumed"], serde_json::Value::Bool(false));
     assert_eq!(report["crf"], serde_json::Value::Bool(true));
     let mask = ichnet::io::Scan::from_bytes(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(mask.stack.hu.dim(), (20, 152, 152));
@@ -171,8 +185,83 @@ fn train_stops_after_the_given_step_and_resumes_to_the_end() {
         "{}",
         stderr(&o)
     );
+    // The resume must carry on from the checkpoint's weights, not from a fresh start: put a
+    // differently seeded network in the checkpoint, and the resumed run must end near it (two
+    // Adam steps away), far from where the first session's weights were.
+    use burn::prelude::*;
+    let ckpt = out.with_extension("ckpt.bpk");
+    let dev = Device::flex();
+    let outputs = |bytes: Vec<u8>| -> Vec<f32> {
+        let net = ichnet::model::load(bytes, &dev).unwrap();
+        let x: Vec<f32> = (0..3 * 32 * 32)
+            .map(|i| ((i * 37 % 101) as f32) / 101.0)
+            .collect();
+        let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(x, [1, 3, 32, 32]), &dev);
+        net.forward_dense(x)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    let first_session = outputs(std::fs::read(&ckpt).unwrap());
+    dev.seed(999);
+    let other = ichnet::model::IchNetConfig::new().init(&dev);
+    let other_bytes = ichnet::model::to_bytes(other).unwrap();
+    std::fs::write(&ckpt, &other_bytes).unwrap();
+    let other = outputs(other_bytes);
     let o = args(&["--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resumed at step 2"), "{}", stderr(&o));
     assert_eq!(step(&state), "4");
+    let resumed = outputs(std::fs::read(&ckpt).unwrap());
+    let dist = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f32>()
+            .sqrt()
+    };
+    let (to_ckpt, to_first) = (dist(&resumed, &other), dist(&resumed, &first_session));
+    assert!(
+        to_ckpt < 0.25 * to_first,
+        "after the resume the network is {to_ckpt} from the checkpoint it resumed and {to_first} \
+         from the first session's weights"
+    );
+}
+
+#[test]
+fn an_mr_scan_is_refused_with_a_reason_and_no_mask() {
+    // nibabel's anatomical.nii: a T1 MR, whose values are not Hounsfield units.
+    let mr = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/nifti/nibabel/anatomical.nii"
+    );
+    let dir = scratch("cli-mr");
+    let out = dir.join("mask.nii.gz");
+    let o = ichnet(&["segment", mr, "-o", out.to_str().unwrap(), "--json"]);
+    assert!(
+        !o.status.success(),
+        "an MR must not get a volume: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = stderr(&o);
+    assert!(err.contains("anatomical.nii"), "{err}");
+    assert!(
+        err.contains("not HU") && err.contains("--assume-hu"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty(), "no report after a refusal");
+    assert!(!out.exists());
+    // Vouching for the values does not make a brain appear: still no 0 mL answer.
+    let o = ichnet(&["segment", mr, "-o", out.to_str().unwrap(), "--assume-hu"]);
+    if o.status.success() {
+        let text = String::from_utf8_lossy(&o.stdout);
+        let err = stderr(&o);
+        assert!(err.contains("do not look like Hounsfield"), "{err}");
+        assert!(
+            !text.contains("haemorrhage volume: 0.00 mL") || err.contains("brain volume"),
+            "{text}{err}"
+        );
+    } else {
+        assert!(stderr(&o).contains("no brain was found"), "{}", stderr(&o));
+    }
 }

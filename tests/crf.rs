@@ -287,6 +287,32 @@ fn an_isolated_single_voxel_false_positive_is_removed() {
     assert!(out.iter().all(|&v| v < 0.5));
 }
 
+/// The same false positives at the shipped defaults, through what the pipeline does after the
+/// CRF (threshold 0.5, components under 0.05 mL dropped): none may survive into the report.
+#[test]
+fn isolated_false_positives_do_not_survive_the_shipped_defaults() {
+    let (st, mut p) = uniform_case((10, 30, 30), 30.0, 0.05, [1.0, 1.0, 1.0]);
+    p[[5, 15, 15]] = 0.95;
+    p[[2, 5, 25]] = 0.99;
+    // A 2×2×2 mm speck (0.008 mL) of confident blood-density voxels.
+    let mut st = st;
+    st.hu.slice_mut(s![7..9, 20..22, 5..7]).fill(70.0);
+    p.slice_mut(s![7..9, 20..22, 5..7]).fill(0.97);
+    let out = refine(p.view(), &st, None, &CrfConfig::default()).unwrap();
+    let mut mask = out.mapv(|v| u8::from(v > ichnet::pipeline::DEFAULT_THRESHOLD));
+    let min_voxels = (ichnet::pipeline::MIN_COMPONENT_ML / st.voxel_ml).ceil() as usize;
+    ichnet::pipeline::remove_small_components(&mut mask, min_voxels).unwrap();
+    assert_eq!(mask.iter().filter(|&&v| v != 0).count(), 0);
+    // ... while a 0.5 mL clot of the same density and confidence survives the same path.
+    let (mut st, mut p) = uniform_case((10, 30, 30), 30.0, 0.05, [1.0, 1.0, 1.0]);
+    st.hu.slice_mut(s![2..7, 10..20, 10..20]).fill(70.0);
+    p.slice_mut(s![2..7, 10..20, 10..20]).fill(0.97);
+    let out = refine(p.view(), &st, None, &CrfConfig::default()).unwrap();
+    let mut mask = out.mapv(|v| u8::from(v > ichnet::pipeline::DEFAULT_THRESHOLD));
+    ichnet::pipeline::remove_small_components(&mut mask, min_voxels).unwrap();
+    assert_eq!(mask.iter().filter(|&&v| v != 0).count(), 500);
+}
+
 #[test]
 fn a_large_confident_region_is_kept_and_its_surroundings_stay_negative() {
     let (mut st, mut p) = uniform_case((16, 40, 40), 30.0, 0.05, [1.0, 1.0, 1.0]);

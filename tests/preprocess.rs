@@ -304,3 +304,82 @@ fn mask_round_trips_through_the_scan_grid() {
         "the written mask reads back to different voxels"
     );
 }
+
+/// Extra-axial blood (subdural, epidural) lies against the inner table, where the brain mask's
+/// erosion and re-dilation cut it: the analysis region (brain + blood-density voxels connected
+/// to it) must hold it. Measured on semi-synthetic cases of the real head; prints the figures.
+#[test]
+fn extra_axial_blood_lies_inside_the_analysis_region() {
+    use ichnet::preprocess::analysis_region;
+    use ichnet::synth::{self, Limits, Preset, anatomy::Anatomy};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/anatomy/cranium_promed0051_head.nii.gz"
+    );
+    let scan = Scan::from_bytes(&std::fs::read(path).unwrap()).unwrap();
+    let anatomy = Anatomy::new("head", &scan.stack).unwrap();
+    let limits = Limits {
+        max_matrix: 160,
+        max_slices: 40,
+    };
+    let (mut blood, mut in_brain, mut in_region, mut cases) = (0usize, 0usize, 0usize, 0);
+    for index in 0..200u64 {
+        let case = synth::generate_with(
+            std::slice::from_ref(&anatomy),
+            21,
+            index,
+            Preset::Random,
+            limits,
+            |_| (),
+        )
+        .unwrap();
+        if !(case.lesions.contains("sdh") || case.lesions.contains("edh")) || case.blood_ml < 1.0 {
+            continue;
+        }
+        // As the pipeline sees them: the files read back onto the canonical stack.
+        let stack = Scan::from_bytes(&case.image_nifti_gz().unwrap())
+            .unwrap()
+            .stack;
+        let truth = Scan::from_bytes(&case.mask_nifti_gz().unwrap())
+            .unwrap()
+            .stack;
+        let truth = truth.hu.mapv(|v| u8::from(v > 0.5));
+        let brain = brain_mask(&stack).unwrap();
+        let region = analysis_region(&stack, &brain).unwrap();
+        let both = |m: &Array3<u8>| {
+            m.iter()
+                .zip(truth.iter())
+                .filter(|(a, b)| **a != 0 && **b != 0)
+                .count()
+        };
+        blood += count(&truth);
+        in_brain += both(&brain);
+        in_region += both(&region);
+        cases += 1;
+        eprintln!(
+            "{} ({}, {:.1} mL): {:.3} of the blood in the brain mask, {:.3} in the region, region \
+             adds {:.1} mL",
+            case.name,
+            case.lesions,
+            case.blood_ml,
+            both(&brain) as f64 / count(&truth) as f64,
+            both(&region) as f64 / count(&truth) as f64,
+            (count(&region) - count(&brain)) as f64 * stack.voxel_ml
+        );
+        if cases == 12 {
+            break;
+        }
+    }
+    let (fb, fr) = (
+        in_brain as f64 / blood as f64,
+        in_region as f64 / blood as f64,
+    );
+    eprintln!(
+        "{cases} extra-axial cases: {fb:.3} of the blood in the brain mask, {fr:.3} in the region"
+    );
+    assert!(cases >= 8, "only {cases} extra-axial cases were drawn");
+    assert!(
+        fr >= 0.97,
+        "the analysis region holds {fr:.3} of the extra-axial blood"
+    );
+}

@@ -3,14 +3,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ichnet::preprocess::{Window, bounding_box, brain_mask, preview::montage_png};
+use ichnet::preprocess::{
+    Window, bounding_box, brain_mask, brain_volume_warning, preview::montage_png,
+};
 use ichnet::{Error, Result};
 
 use super::info::read_scan;
-
-/// Intracranial volumes outside this range (mL) are flagged: a child, a partial scan, or not a
-/// head CT in HU (adult intracranial volume is ~1100–1700 mL).
-const PLAUSIBLE_ML: (f64, f64) = (800.0, 2200.0);
 
 /// Extract the brain from a head CT: mask file, volume in mL.
 #[derive(clap::Args, Debug)]
@@ -55,12 +53,8 @@ pub fn run(args: &BrainArgs) -> Result<()> {
              enough to be a brain"
                 .into(),
         );
-    } else if !(PLAUSIBLE_ML.0..=PLAUSIBLE_ML.1).contains(&ml) {
-        warnings.push(format!(
-            "the brain volume {ml:.0} mL is outside {:.0}–{:.0} mL, the range of a whole adult \
-             brain: check that this is a head CT in Hounsfield units covering the whole head",
-            PLAUSIBLE_ML.0, PLAUSIBLE_ML.1
-        ));
+    } else if let Some(w) = brain_volume_warning(ml) {
+        warnings.push(w);
     }
     if args.json {
         let out = serde_json::json!({

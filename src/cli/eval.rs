@@ -244,7 +244,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let mut sweep: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); a.sweep.len()];
     for (name, img, msk) in &cases {
         let bytes = fs::read(img).map_err(|e| Error::io(img, e))?;
-        let mut prep = Prepared::new(&bytes)
+        let mut prep = Prepared::new(&bytes, false)
             .map_err(|e| ichnet::io::in_file(&img.display().to_string(), e))?;
         let truth = read_mask(msk, prep.scan())?;
         let stack = prep.scan().stack.clone();

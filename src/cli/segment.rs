@@ -36,6 +36,10 @@ pub struct SegmentArgs {
     /// CRF parameters as a JSON object (fields of `CrfConfig`; missing ones keep the defaults).
     #[arg(long, value_name = "FILE.json")]
     pub crf_config: Option<PathBuf>,
+    /// Take the voxel values as Hounsfield units even when they do not look like HU (a render,
+    /// a rescaled export). Without it such scans are refused: their mL would be unreliable.
+    #[arg(long)]
+    pub assume_hu: bool,
 }
 
 /// The device the CLI runs the network on.
@@ -80,6 +84,7 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
         } else {
             Some(crf_config(a.crf_config.as_deref())?)
         },
+        assume_hu: a.assume_hu,
         ..SegmentOptions::default()
     };
     let quiet = a.json;
@@ -98,6 +103,9 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
     } else {
         for w in &seg.warnings {
             eprintln!("warning: {w}");
+        }
+        if !seg.orientation_known {
+            eprintln!("warning: the scan does not say which side is left, so no side is reported");
         }
         println!("haemorrhage volume: {:.2} mL", seg.volume_ml);
         println!(

@@ -128,7 +128,8 @@ impl Geometry {
         Geometry::from_affine(dims, &a)
     }
 
-    /// The affine NIfTI readers use for this grid, and where it came from.
+    /// The affine NIfTI readers use for this grid, in mm (the header's spatial unit applied; an
+    /// invalid unit code, which the reader refuses, counts as mm here), and where it came from.
     pub fn affine(&self) -> (Affine, AffineSource) {
         let f = |v: f32| f64::from(v);
         let src = SourceFields {
@@ -140,7 +141,9 @@ impl Geometry {
             srow: self.srow.map(|r| r.map(f)),
         };
         let mut ignored = Vec::new();
-        select_affine(&src, &mut ignored)
+        let (a, source) = select_affine(&src, &mut ignored);
+        let unit = mm_per_unit(self.xyzt_units).unwrap_or(1.0);
+        (scale_lengths(&a, unit), source)
     }
 }
 
@@ -197,6 +200,35 @@ pub(crate) fn select_affine(
         };
     }
     (a, AffineSource::Pixdim)
+}
+
+/// Millimetres per unit of NIfTI's spatial unit code (`xyzt_units & 7`).
+///
+/// Every length in this crate is in mm, so a file whose affine is in metres or microns must be
+/// scaled before anything is measured: read as mm, a head in metres is a millionth of a mL. Code 0
+/// ("unknown") is read as mm, as NIfTI readers and scanners' converters do; codes 4–7 are not
+/// spatial units at all and are refused rather than guessed.
+pub(crate) fn mm_per_unit(xyzt_units: u8) -> Result<f64> {
+    match xyzt_units & 0x07 {
+        0 | 2 => Ok(1.0),
+        1 => Ok(1000.0),
+        3 => Ok(0.001),
+        code => Err(Error::BadHeader(format!(
+            "xyzt_units {xyzt_units} gives spatial unit code {code}, which is not a length \
+             (1 metre, 2 mm, 3 micron, 0 unknown): the voxel sizes cannot be converted to mm"
+        ))),
+    }
+}
+
+/// The affine with its lengths (voxel axes and origin) multiplied by `mm_per_unit`.
+pub(crate) fn scale_lengths(a: &Affine, mm_per_unit: f64) -> Affine {
+    let mut out = *a;
+    for row in out.iter_mut().take(3) {
+        for v in row.iter_mut() {
+            *v *= mm_per_unit;
+        }
+    }
+    out
 }
 
 fn identity() -> Affine {

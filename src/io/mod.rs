@@ -64,6 +64,9 @@ pub struct ScanInfo {
     pub sform_code: i32,
     /// Which fields gave the affine.
     pub affine_source: AffineSource,
+    /// Whether the file says which way is left: false for voxel sizes alone (no qform/sform),
+    /// where left and right may be swapped and no side may be shown or reported.
+    pub orientation_known: bool,
     /// Voxel-to-world matrix (RAS+, mm), row-major.
     pub affine: Affine,
     /// Closest axis directions of the file's `i`, `j`, `k` ("LAS").
@@ -175,15 +178,23 @@ impl Scan {
     }
 }
 
-/// Prefix an error's message with the file it came from, for the CLI ("CT.nii.gz: ...").
+/// Name the file an error came from, for the CLI ("CT.nii.gz: ..."). Errors about the contents
+/// of the file are wrapped in [`Error::InFile`]; the others (file system errors already carry
+/// their path, cancellation, backend failures) pass through unchanged.
 pub fn in_file(name: &str, e: Error) -> Error {
     match e {
-        Error::NotNifti(m) => Error::NotNifti(format!("{name}: {m}")),
-        Error::Truncated(m) => Error::Truncated(format!("{name}: {m}")),
-        Error::Gzip(m) => Error::Gzip(format!("{name}: {m}")),
-        Error::BadHeader(m) => Error::BadHeader(format!("{name}: {m}")),
-        Error::Unsupported(m) => Error::Unsupported(format!("{name}: {m}")),
-        Error::TooLarge(m) => Error::TooLarge(format!("{name}: {m}")),
+        Error::NotNifti(_)
+        | Error::Truncated(_)
+        | Error::Gzip(_)
+        | Error::BadHeader(_)
+        | Error::Unsupported(_)
+        | Error::TooLarge(_)
+        | Error::NotHu { .. }
+        | Error::BlankScan { .. }
+        | Error::NoBrain { .. } => Error::InFile {
+            file: name.to_string(),
+            source: Box::new(e),
+        },
         other => other,
     }
 }
@@ -238,6 +249,17 @@ fn build(
         srow: h.srow,
     };
     let (affine, source) = geometry::select_affine(&fields, &mut warnings);
+    let unit = geometry::mm_per_unit(h.xyzt_units)?;
+    let affine = if unit == 1.0 {
+        affine
+    } else {
+        warnings.push(format!(
+            "the header gives lengths in {} (xyzt_units {}); they were converted to mm",
+            if unit > 1.0 { "metres" } else { "microns" },
+            h.xyzt_units
+        ));
+        geometry::scale_lengths(&affine, unit)
+    };
     if source == AffineSource::Pixdim {
         warnings.push(
             "the file has no qform or sform, so its orientation is unknown: voxel sizes come \
@@ -284,6 +306,7 @@ fn build(
         qform_code: h.qform_code,
         sform_code: h.sform_code,
         affine_source: source,
+        orientation_known: source != AffineSource::Pixdim,
         affine,
         axis_codes: reorient.axis_codes(),
         stack_dims: [nz, ny, nx],
@@ -343,32 +366,39 @@ const AIR_SEEN_BELOW_HU: f32 = -200.0;
 /// Beyond this magnitude no CT value (even extended-range metal) is a Hounsfield unit.
 const HU_LIMIT: f32 = 40_000.0;
 
-/// The not-HU rule: a warning when the range of values cannot be a head CT in Hounsfield units.
+/// The not-HU rule: why the range of values cannot be a head CT in Hounsfield units (`None` when
+/// it can).
 ///
 /// - Nothing below −200 HU: a head CT shows air (≈ −1000 HU) around the head, so a minimum at or
 ///   above −200 means the values are a display render (0..255), a rescaled export (0..1, 0..4095),
 ///   or an already skull-stripped image.
 /// - Any value beyond ±40000: outside every CT scale, even extended-range metal.
-/// - A constant volume: there is nothing to measure.
+///
+/// A constant volume is [`Error::BlankScan`], not a scaling question.
+pub fn not_hu_reason(min: f32, max: f32) -> Option<String> {
+    if min < -HU_LIMIT || max > HU_LIMIT {
+        return Some(format!(
+            "values range from {min} to {max}, beyond any Hounsfield scale (±{HU_LIMIT}): these \
+             are probably not HU"
+        ));
+    }
+    if min >= AIR_SEEN_BELOW_HU && min != max {
+        return Some(format!(
+            "values range from {min} to {max} with nothing below {AIR_SEEN_BELOW_HU}: a head CT \
+             in Hounsfield units shows air at about −1000, so these are probably not HU (a \
+             display render or rescaled export, or an already skull-stripped image)"
+        ));
+    }
+    None
+}
+
+/// The reader's warning for a scan whose values are probably not HU, or blank (see
+/// [`not_hu_reason`]); `ichnet info` shows it, and segmentation refuses such scans.
 pub fn not_hu_warning(min: f32, max: f32) -> Option<String> {
     if min == max {
         return Some(format!(
             "every voxel is {min}: the scan is blank, there is nothing to segment"
         ));
     }
-    if min < -HU_LIMIT || max > HU_LIMIT {
-        return Some(format!(
-            "values range from {min} to {max}, beyond any Hounsfield scale (±{HU_LIMIT}): these \
-             are probably not HU, so results will be unreliable"
-        ));
-    }
-    if min >= AIR_SEEN_BELOW_HU {
-        return Some(format!(
-            "values range from {min} to {max} with nothing below {AIR_SEEN_BELOW_HU}: a head CT \
-             in Hounsfield units shows air at about −1000, so these are probably not HU (a \
-             display render or rescaled export, or an already skull-stripped image); results \
-             will be unreliable"
-        ));
-    }
-    None
+    not_hu_reason(min, max).map(|r| format!("{r}; a volume measured on them would be unreliable"))
 }

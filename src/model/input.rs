@@ -3,17 +3,37 @@
 //! disagree about scale, windows or grid placement.
 
 use crate::error::{Error, Result, try_filled};
+use crate::preprocess::Window;
 use ndarray::{Array2, ArrayView2};
 
 /// In-plane pixel size of the network's grid, mm. Scans come at 0.4–1 mm; 1 mm keeps a 1 mL
 /// bleed (12 mm across) a dozen pixels wide and a whole brain under 200×200 pixels.
 pub const PIXEL_MM: f32 = 1.0;
 
-/// The CT windows that form the input channels, `(low, high)` HU mapped linearly onto `[0, 1]`
-/// and clamped: brain (grey/white matter and oedema), blood (45–90 HU haematoma against
-/// everything else), and a wide window that keeps calcification (> 100 HU) and bone apart from
-/// blood, which both narrow windows saturate.
-pub const WINDOWS: [(f32, f32); 3] = [(0.0, 80.0), (40.0, 100.0), (-100.0, 300.0)];
+/// Margin around the brain's bounding box on the network grid, mm: the network sees the inner
+/// skull surface around the brain (blood's look-alikes live there). Inference and training place
+/// the grid with the same margin, so it lives with the grid.
+pub const BOX_MARGIN_MM: f32 = 8.0;
+
+/// The CT windows that form the input channels, each mapping its HU range linearly onto `[0, 1]`
+/// and clamping: brain 0–80 HU (grey/white matter and oedema), blood 40–100 HU (haematoma
+/// against everything else), and a wide −100–300 HU window that keeps calcification (> 100 HU)
+/// and bone apart from blood, which both narrow windows saturate. Chosen for the network (the
+/// shipped weights were trained on exactly these), not the display presets of [`Window`].
+pub const WINDOWS: [Window; 3] = [
+    Window {
+        center: 40.0,
+        width: 80.0,
+    },
+    Window {
+        center: 70.0,
+        width: 60.0,
+    },
+    Window {
+        center: 100.0,
+        width: 400.0,
+    },
+];
 
 /// Number of input channels.
 pub const CHANNELS: usize = WINDOWS.len();
@@ -24,16 +44,17 @@ pub const OUTSIDE_HU: f32 = -1000.0;
 /// Write the windowed channels of `hu` (one plane) into `out` (`CHANNELS` planes, same length).
 pub fn window_into(hu: &[f32], out: &mut [f32]) {
     let n = hu.len();
-    for (c, &(lo, hi)) in WINDOWS.iter().enumerate() {
-        let scale = 1.0 / (hi - lo);
-        for (o, &v) in out[c * n..(c + 1) * n].iter_mut().zip(hu) {
-            *o = ((v - lo) * scale).clamp(0.0, 1.0);
+    for (w, plane) in WINDOWS.iter().zip(out.chunks_mut(n.max(1))) {
+        for (o, &v) in plane.iter_mut().zip(hu) {
+            *o = w.apply(v);
         }
     }
 }
 
 /// Placement of the network's in-plane grid on a stack's slices: network pixel `(i, j)` lies at
-/// stack voxel coordinates `(y0 + i·sy, x0 + j·sx)` (fractional). Built once per scan from the
+/// stack voxel coordinates `(y0 + i·sy, x0 + j·sx)` (fractional, in the crate's one pixel-centre
+/// convention: voxel `k`'s centre is at coordinate `k`, its square spans `k − ½ .. k + ½`, as in
+/// [`crate::model::bilinear`]). Built once per scan from the
 /// brain's bounding box, so that every slice uses the same grid and results map back exactly.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SliceGrid {

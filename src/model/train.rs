@@ -17,7 +17,7 @@ use ndarray::{Array3, Axis};
 use super::input::{CHANNELS, SliceGrid, window_into};
 use super::{IchNet, IchNetConfig, Samples};
 use crate::error::{Error, Result, try_vec};
-use crate::pipeline::BOX_MARGIN_MM;
+use crate::model::input::BOX_MARGIN_MM;
 use crate::preprocess::bounding_box;
 use crate::synth::scanner::blur_121;
 use crate::volume::Stack;

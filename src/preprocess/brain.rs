@@ -21,7 +21,7 @@ use ndarray::Array3;
 use super::edt::squared_distance_to;
 use super::grid::AxisCells;
 use super::label::{fill_holes_per_slice, keep_largest_component};
-use crate::error::try_filled;
+use crate::error::{try_filled, try_vec};
 use crate::{Error, Result, Stack};
 
 /// Tunables of [`brain_mask_with`]; [`Default`] is what [`brain_mask`] uses.
@@ -48,6 +48,25 @@ impl Default for BrainConfig {
             cell_mm: 2.0,
         }
     }
+}
+
+/// Brain-mask volumes (mL) a whole adult head CT gives: the mask holds brain and CSF, so the upper
+/// end is an intracranial volume, not a brain weight. Outside it the scan is cut short, a child's,
+/// not a head, or not in HU, and every figure derived from the mask deserves a second look.
+pub const PLAUSIBLE_BRAIN_ML: (f64, f64) = (800.0, 2200.0);
+
+/// The warning a user sees when the brain mask's volume is outside [`PLAUSIBLE_BRAIN_ML`]
+/// (`None` inside it). One sentence for the CLI, the report and the page alike.
+pub fn brain_volume_warning(brain_ml: f64) -> Option<String> {
+    let (lo, hi) = PLAUSIBLE_BRAIN_ML;
+    if (lo..=hi).contains(&brain_ml) {
+        return None;
+    }
+    Some(format!(
+        "the brain volume {brain_ml:.0} mL is outside {lo:.0}–{hi:.0} mL, the range of a whole \
+         adult brain: the scan may not cover the whole head, may be a child's or not a head CT in \
+         Hounsfield units; check the brain outline before trusting the haemorrhage volume"
+    ))
 }
 
 /// The brain mask of `stack` (1 = brain, 0 = not), in stack order, with default settings.
@@ -270,4 +289,82 @@ pub fn bounding_box(mask: &Array3<u8>) -> Option<BoundingBox> {
         }
     }
     (start[0] != usize::MAX).then_some(BoundingBox { start, end })
+}
+
+/// HU of the voxels the analysis region may grow into from the brain: blood from subacute
+/// (≈ 40 HU) to acute and clotted (≈ 100 HU). Brain (20–40), CSF, fat and bone stop the growth,
+/// so it follows a collection along the inner table without spreading into the scalp or face.
+pub const EXTRA_AXIAL_HU: (f32, f32) = (40.0, 100.0);
+
+/// How far (mm, along 6-connected paths) the analysis region may grow beyond the brain mask:
+/// acute subdural and epidural haematomas reach 2–3 cm in thickness.
+pub const EXTRA_AXIAL_REACH_MM: f32 = 30.0;
+
+/// The region where haemorrhage is looked for: the brain mask plus the blood-density voxels
+/// connected to it within [`EXTRA_AXIAL_REACH_MM`] (see [`EXTRA_AXIAL_HU`]).
+///
+/// Why: the brain mask's erosion and re-dilation (5 mm) keeps the brain but cuts off the outer
+/// part of a thick subdural or epidural collection, and whatever lies outside the region is never
+/// reported. Growing only through blood-density voxels adds that blood back without admitting
+/// the scalp (behind bone) or the CSF spaces' neighbours. A bounded Dijkstra over physical step
+/// lengths keeps the reach in mm whatever the slice thickness; no crate offers a geodesic
+/// dilation on an anisotropic grid, hence this small routine.
+pub fn analysis_region(stack: &Stack, brain: &Array3<u8>) -> Result<Array3<u8>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let dims = stack.dims();
+    if brain.dim() != dims {
+        return Err(Error::ShapeMismatch {
+            what: "the brain mask",
+            expected: dims,
+            found: brain.dim(),
+        });
+    }
+    let (nz, ny, nx) = dims;
+    let (Some(hu), Some(b)) = (stack.hu.as_slice(), brain.as_slice()) else {
+        return Err(Error::InvalidInput("the volume is not contiguous".into()));
+    };
+    let mut region = try_vec::<u8>(b.len(), "the analysis region")?;
+    region.extend_from_slice(b);
+    let mut dist = try_filled(b.len(), f32::INFINITY, "the extra-axial distances")?;
+    let [sz, sy, sx] = stack.spacing;
+    let (lo, hi) = EXTRA_AXIAL_HU;
+    let grows = |i: usize| hu[i] >= lo && hu[i] <= hi;
+    // Neighbours of voxel (z, y, x) with their step length in mm.
+    let neighbours = |i: usize| {
+        let (z, r) = (i / (ny * nx), i % (ny * nx));
+        let (y, x) = (r / nx, r % nx);
+        [
+            (x > 0).then(|| (i - 1, sx)),
+            (x + 1 < nx).then(|| (i + 1, sx)),
+            (y > 0).then(|| (i - nx, sy)),
+            (y + 1 < ny).then(|| (i + nx, sy)),
+            (z > 0).then(|| (i - ny * nx, sz)),
+            (z + 1 < nz).then(|| (i + ny * nx, sz)),
+        ]
+    };
+    // f32 distances are non-negative, so their bit patterns order like the values.
+    let mut heap = BinaryHeap::new();
+    for (i, &v) in b.iter().enumerate() {
+        if v != 0 && neighbours(i).into_iter().flatten().any(|(j, _)| b[j] == 0) {
+            dist[i] = 0.0;
+            heap.push(Reverse((0f32.to_bits(), i)));
+        }
+    }
+    while let Some(Reverse((bits, i))) = heap.pop() {
+        let d = f32::from_bits(bits);
+        if d > dist[i] {
+            continue;
+        }
+        for (j, step) in neighbours(i).into_iter().flatten() {
+            let nd = d + step;
+            if b[j] == 0 && nd <= EXTRA_AXIAL_REACH_MM && nd < dist[j] && grows(j) {
+                dist[j] = nd;
+                region[j] = 1;
+                heap.push(Reverse((nd.to_bits(), j)));
+            }
+        }
+    }
+    Array3::from_shape_vec(dims, region)
+        .map_err(|e| Error::InvalidInput(format!("analysis region shape {dims:?}: {e}")))
 }

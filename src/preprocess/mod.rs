@@ -1,4 +1,4 @@
-//! Preprocessing of the canonical stack: brain extraction, CT windows, in-plane resampling.
+//! Preprocessing of the canonical stack: brain extraction and CT display windows.
 //!
 //! Everything here takes a [`Stack`](crate::Stack) (HU, canonical axial order, spacing in mm)
 //! and works in millimetres, so it behaves the same for 5 mm and 0.6 mm slices.
@@ -9,11 +9,12 @@ mod grid;
 mod label;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod preview;
-pub mod resample;
 pub mod window;
 
-pub use brain::{BoundingBox, BrainConfig, bounding_box, brain_mask, brain_mask_with};
+pub use brain::{
+    BoundingBox, BrainConfig, EXTRA_AXIAL_HU, EXTRA_AXIAL_REACH_MM, PLAUSIBLE_BRAIN_ML,
+    analysis_region, bounding_box, brain_mask, brain_mask_with, brain_volume_warning,
+};
 pub(crate) use edt::squared_distance_to;
 pub use label::filter_components;
-pub use resample::{Interp, resample_mask, resample_slice, resample_stack, shape_for_pixel_size};
-pub use window::{Window, window_slice};
+pub use window::Window;

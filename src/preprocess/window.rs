@@ -1,13 +1,11 @@
-//! CT windows: how Hounsfield units become the network's input channels.
+//! CT windows: how Hounsfield units become grey values in `[0, 1]`.
 //!
 //! A radiologist never looks at raw HU: the range of interest is stretched to the display and
-//! the rest saturates. The network gets the same views, one window per channel, so that 40 HU of
-//! brain versus 70 HU of blood is a large difference in its input rather than 1 % of a
-//! −1024..3071 range.
+//! the rest saturates. [`Window`] is that mapping, used in one way everywhere: the display presets
+//! here (previews, montages) and the network's input channels, which are defined as windows in
+//! [`crate::model::input::WINDOWS`] (its own choice of ranges, made for the network, not for
+//! the eye) and applied with the same [`Window::apply`].
 
-use ndarray::{Array3, ArrayView2};
-
-use crate::error::try_filled;
 use crate::{Error, Result};
 
 /// A display window: `value = clamp((hu − (center − width / 2)) / width, 0, 1)`.
@@ -42,8 +40,6 @@ impl Window {
         center: 600.0,
         width: 2800.0,
     };
-    /// The network's default channels, in order.
-    pub const DEFAULT_CHANNELS: [Window; 3] = [Window::BRAIN, Window::SUBDURAL, Window::BONE];
 
     /// A window, refusing widths that are not positive finite numbers.
     pub fn new(center: f32, width: f32) -> Result<Window> {
@@ -64,24 +60,9 @@ impl Window {
     }
 }
 
-/// One axial slice `[y, x]` as channel planes `[c, y, x]`, one per window, values in `[0, 1]`.
-pub fn window_slice(slice: ArrayView2<'_, f32>, windows: &[Window]) -> Result<Array3<f32>> {
-    let (ny, nx) = slice.dim();
-    let plane = ny * nx;
-    let mut out = try_filled(windows.len() * plane, 0.0f32, "the CT window channels")?;
-    for (w, chunk) in windows.iter().zip(out.chunks_mut(plane.max(1))) {
-        for (o, &hu) in chunk.iter_mut().zip(slice.iter()) {
-            *o = w.apply(hu);
-        }
-    }
-    Array3::from_shape_vec((windows.len(), ny, nx), out)
-        .map_err(|e| Error::InvalidInput(format!("window channels {ny}×{nx}: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
 
     #[test]
     fn formula_edges_and_midpoint() {
@@ -103,16 +84,5 @@ mod tests {
         assert!(Window::new(40.0, -5.0).is_err());
         assert!(Window::new(f32::NAN, 80.0).is_err());
         assert_eq!(Window::new(40.0, 80.0).unwrap(), Window::BRAIN);
-    }
-
-    #[test]
-    fn channels_in_window_order() {
-        let s = array![[20.0f32, 60.0], [100.0, -50.0]];
-        let c = window_slice(s.view(), &Window::DEFAULT_CHANNELS).unwrap();
-        assert_eq!(c.dim(), (3, 2, 2));
-        assert_eq!(c[[0, 0, 0]], 0.25);
-        assert_eq!(c[[0, 1, 0]], 1.0);
-        assert!((c[[1, 0, 1]] - (60.0 + 32.5) / 215.0).abs() < 1e-6);
-        assert!((c[[2, 1, 1]] - (750.0 / 2800.0)).abs() < 1e-6);
     }
 }
