@@ -12,6 +12,7 @@ import {
   SAMPLE,
   chooseBackend,
   chooseFile,
+  clampBelow,
   dice,
   launch,
   makeNifti,
@@ -249,6 +250,24 @@ describe("bad inputs, cancel and recovery", () => {
       const fourReport = JSON.parse(readFileSync(await fourDl.path(), "utf8"));
       const threeD = nativeSegment(SAMPLE).json.volume_ml;
       assert.ok(Math.abs(fourReport.volume_ml - threeD) <= 0.01 * threeD, `4-D ${fourReport.volume_ml} mL vs the 3-D sample's ${threeD} mL`);
+
+      // Values that do not look like HU (no air) are refused, naming the page's option; with
+      // the option ticked the same file segments and the result says the HU were assumed.
+      await page.evaluate(() => (document.body.dataset.state = "test-pending"));
+      const noAir = clampBelow(sample(), -100);
+      await chooseFile(page, "no_air.nii.gz", noAir);
+      assert.equal(await waitSettled(page), "error");
+      assert.match(await page.textContent("#error"), /values are HU/, await page.textContent("#error"));
+      await page.evaluate(() => {
+        document.querySelector("details.options").open = true;
+        document.body.dataset.state = "test-pending";
+      });
+      await page.check("#opt-assume-hu");
+      await chooseFile(page, "no_air.nii.gz", noAir);
+      const assumed = await waitSettled(page);
+      assert.equal(assumed, "done", `with assume_hu: ${await page.textContent("#error")}`);
+      assert.match(await page.textContent("#res-list"), /Hounsfield units\s*assumed/);
+      await page.uncheck("#opt-assume-hu");
 
       // Cancel during the network: the state says so and no result appears.
       await page.evaluate(() => (document.body.dataset.state = "test-pending"));

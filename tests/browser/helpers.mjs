@@ -230,6 +230,23 @@ export function repeatAlongT(buf, nt) {
 }
 
 /**
+ * A copy of an int16 NIfTI-1 file with every value below `floor` raised to it: with the floor
+ * above −200 HU there is no air any more, so the reader takes the values for "not HU", while the
+ * brain (0–100 HU) is still there to find.
+ */
+export function clampBelow(buf, floor) {
+  let b = Buffer.from(buf);
+  if (b[0] === 0x1f && b[1] === 0x8b) b = gunzipSync(b);
+  if (b.readInt32LE(0) !== 348 || b.readInt16LE(70) !== 4) throw new Error("the clamp helper handles little-endian int16 NIfTI-1 only");
+  const out = Buffer.from(b);
+  const slope = b.readFloatLE(112) || 1;
+  const inter = b.readFloatLE(116);
+  const raw = Math.ceil((floor - inter) / slope);
+  for (let o = b.readFloatLE(108); o + 1 < out.length; o += 2) if (out.readInt16LE(o) < raw) out.writeInt16LE(raw, o);
+  return gzipSync(out, { level: 1 });
+}
+
+/**
  * A NIfTI-1 `.nii` (optionally gzipped) with RAS axes: `dims` as [nx, ny, nz(, nt)], int16 voxels
  * from `voxel(x, y, z, t)`. Used for inputs no fixture has (4-D, too large, the benchmark scan).
  */
