@@ -54,6 +54,15 @@ pub mod stage {
     pub const ALL: [&str; 5] = [READ, BRAIN, NETWORK, CRF, FINISH];
 }
 
+/// The stages a segmentation with `opts` runs, in order ([`stage::ALL`] less the CRF when it is
+/// off): the page asks for this list instead of knowing the sequence itself.
+pub fn stages(opts: &SegmentOptions) -> Vec<&'static str> {
+    stage::ALL
+        .into_iter()
+        .filter(|s| *s != stage::CRF || opts.crf.is_some())
+        .collect()
+}
+
 /// How long one stage took.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timing {

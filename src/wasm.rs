@@ -2,9 +2,11 @@
 //!
 //! Nothing here decides anything: it converts between JS and Rust types, drives the same
 //! [`pipeline::Prepared`] stages as the CLI, and turns [`crate::Error`] into a JS `Error` with the
-//! same text. The work is split into one call per stage (read, brain mask, each network batch,
-//! CRF, finish) so the worker can post progress between calls and the page can cancel by
-//! terminating the worker; nothing calls back from Rust into JS.
+//! same text. The core owns the sequence and the stage names ([`pipeline::stages`]): the worker
+//! asks [`Job::stages`] and runs each by name (the network batch by batch), so it can post
+//! progress between calls and the page can cancel by terminating the worker; nothing calls back
+//! from Rust into JS. The options are the CLI's (threshold, CRF off or its parameters, assume_hu),
+//! given as one JSON object that the core reads.
 //!
 //! Two browser rules shape the network call: results are read with `into_data_async` (a
 //! synchronous read panics on wasm and leaves the module dead), and a WebGPU device can be
@@ -20,21 +22,52 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::Error;
-use crate::crf::CrfConfig;
 use crate::io::Scan;
-use crate::model::{self, IchNet};
-use crate::pipeline::{self, Prepared, SegmentOptions, Segmentation};
+use crate::model::input::CHANNELS;
+use crate::model::{self, IchNet, IchNetConfig};
+use crate::pipeline::{self, Prepared, SegmentOptions, Segmentation, stage};
 
 /// The same sentence the CLI prints, as a JS `Error`.
 fn js(e: Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// Install the panic hook once, so a bug shows its Rust message in the console instead of
-/// "unreachable executed".
+/// Install the panic hook and the console logger once: a bug shows its Rust message instead of
+/// "unreachable executed", and what burn/cubecl/wgpu log (a shader that fails validation, for
+/// one) reaches the console instead of nowhere.
 #[wasm_bindgen]
 pub fn start() {
     console_error_panic_hook::set_once();
+    if log::set_logger(&CONSOLE).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+/// The `log` crate's records, written to the browser console at their level. Warnings and errors
+/// only: wgpu's info level is a line per buffer. No record carries patient data (the core logs
+/// none, and the GPU stack knows only shapes).
+struct ConsoleLog;
+
+static CONSOLE: ConsoleLog = ConsoleLog;
+
+impl log::Log for ConsoleLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let text = JsValue::from(format!("[{}] {}: {}", r.level(), r.target(), r.args()));
+        if r.level() == log::Level::Error {
+            web_sys::console::error_1(&text);
+        } else {
+            web_sys::console::warn_1(&text);
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 // ---- engines ------------------------------------------------------------------------------------
@@ -47,17 +80,29 @@ thread_local! {
 /// Set by wgpu's device-lost callback; the worker then redoes the work on the CPU.
 static GPU_LOST: AtomicBool = AtomicBool::new(false);
 
+/// Largest difference in probability between WebGPU and the CPU allowed on the known-answer
+/// check. Both compute in f32 and differ only in summation order (measured 8.9e-8 on
+/// SwiftShader); 1e-3 is far above that and far below anything that moves a 0.5 threshold
+/// visibly, while a miscompiled shader is off by tenths.
+pub const KNOWN_ANSWER_TOLERANCE: f64 = 1e-3;
+
+/// Side of the known-answer check's square input, pixels (rounded up to the network's multiple).
+const KNOWN_ANSWER_SIDE: usize = 32;
+
 /// The network, loaded on one device.
 #[wasm_bindgen]
 pub struct Engine {
     model: IchNet,
     device: Device,
     gpu: bool,
+    /// Largest |GPU − CPU| on the known-answer check (WebGPU engines only).
+    check_diff: Option<f64>,
 }
 
 #[wasm_bindgen]
 impl Engine {
-    /// The network on the pure-Rust CPU backend (flex): works everywhere, single-threaded.
+    /// The network on the pure-Rust CPU backend (flex): works everywhere, one thread per module
+    /// instance (the page runs several workers for more).
     pub fn cpu(weights: Vec<u8>) -> Result<Engine, JsError> {
         let device = Device::flex();
         let model = model::load(weights, &device).map_err(js)?;
@@ -65,18 +110,44 @@ impl Engine {
             model,
             device,
             gpu: false,
+            check_diff: None,
         })
     }
 
-    /// The network on WebGPU. Fails (for the worker to fall back to [`Engine::cpu`]) when the
-    /// browser gives no adapter or device.
+    /// The network on WebGPU, after a known-answer check: a fixed input goes through the GPU and
+    /// the CPU, which must agree within [`KNOWN_ANSWER_TOLERANCE`]. Fails (for the worker to fall
+    /// back to [`Engine::cpu`], saying why) when the browser gives no adapter or device, or when
+    /// the GPU's answer is wrong.
     pub async fn webgpu(weights: Vec<u8>) -> Result<Engine, JsError> {
         let device = gpu_device().await.map_err(js)?;
+        let cpu = Device::flex();
+        let reference = model::load(weights.clone(), &cpu).map_err(js)?;
         let model = model::load(weights, &device).map_err(js)?;
+        let n = KNOWN_ANSWER_SIDE.next_multiple_of(IchNetConfig::new().size_multiple());
+        let shape = [1, CHANNELS, n, n];
+        let x = known_input(shape.iter().product());
+        let want = forward(&reference, &cpu, x.clone(), shape)
+            .await
+            .map_err(js)?;
+        let got = forward(&model, &device, x, shape).await.map_err(js)?;
+        let diff = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        // NaN cannot hide here: `read_probs` refuses non-finite output before.
+        let diff = f64::from(diff);
+        if diff > KNOWN_ANSWER_TOLERANCE {
+            return Err(js(Error::Backend(format!(
+                "WebGPU failed the known-answer check: its probabilities differ from the CPU's by \
+                 up to {diff} on a fixed {n}×{n} input (allowed {KNOWN_ANSWER_TOLERANCE})"
+            ))));
+        }
         Ok(Engine {
             model,
             device,
             gpu: true,
+            check_diff: Some(diff),
         })
     }
 
@@ -86,11 +157,105 @@ impl Engine {
         self.gpu
     }
 
+    /// Largest |GPU − CPU| probability difference on the known-answer check (WebGPU only).
+    #[wasm_bindgen(js_name = knownAnswerDiff)]
+    pub fn known_answer_diff(&self) -> Option<f64> {
+        self.check_diff
+    }
+
+    /// The allowed known-answer difference, for the report.
+    #[wasm_bindgen(js_name = knownAnswerTolerance)]
+    pub fn known_answer_tolerance() -> f64 {
+        KNOWN_ANSWER_TOLERANCE
+    }
+
     /// Whether the browser has reported the WebGPU device lost since it was created.
     #[wasm_bindgen(js_name = gpuLost)]
     pub fn gpu_lost() -> bool {
         GPU_LOST.load(Ordering::Relaxed)
     }
+
+    /// The network once on zeros of `shape` (`[n, channels, h, w]`, a real batch's): compiles
+    /// WebGPU's pipelines for that shape before the scan's first batch, so first-run and warm
+    /// times are reported apart.
+    pub fn warmup(&self, shape: Vec<u32>) -> Result<Promise, JsError> {
+        let shape = shape4(&shape)?;
+        let x = crate::error::try_filled(shape.iter().product(), 0.0f32, "the warm-up input")
+            .map_err(js)?;
+        Ok(self.forward_promise(x, shape))
+    }
+
+    /// The network on one batch (`[n, channels, h, w]` values, `shape` as that), resolving to its
+    /// probabilities `[n, h, w]`: the call a helper worker makes for a batch from
+    /// [`Job::batch_input`].
+    #[wasm_bindgen(js_name = forward)]
+    pub fn forward_js(&self, x: Vec<f32>, shape: Vec<u32>) -> Result<Promise, JsError> {
+        let shape = shape4(&shape)?;
+        Ok(self.forward_promise(x, shape))
+    }
+
+    fn forward_promise(&self, x: Vec<f32>, shape: [usize; 4]) -> Promise {
+        let probs = pipeline::network_probs(&self.model, x, shape, &self.device);
+        future_to_promise(async move {
+            let values = read_probs(probs).await.map_err(js)?;
+            Ok(Float32Array::from(values.as_slice()).into())
+        })
+    }
+}
+
+/// A fixed, varied input in the windows' range `[0, 1]` (no randomness: the same everywhere).
+fn known_input(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i.wrapping_mul(7919) % 1009) as f32) / 1008.0)
+        .collect()
+}
+
+fn shape4(shape: &[u32]) -> Result<[usize; 4], JsError> {
+    match shape {
+        [n, c, h, w] => Ok([*n, *c, *h, *w].map(|v| v as usize)),
+        _ => Err(JsError::new(&format!(
+            "internal: a network batch shape has 4 dimensions, not {}",
+            shape.len()
+        ))),
+    }
+}
+
+async fn forward(
+    model: &IchNet,
+    device: &Device,
+    x: Vec<f32>,
+    shape: [usize; 4],
+) -> crate::Result<Vec<f32>> {
+    read_probs(pipeline::network_probs(model, x, shape, device)).await
+}
+
+/// Read the network's probabilities back, refusing what a broken backend returns instead of
+/// numbers: NaN or infinities, or a batch that is exactly zero everywhere (an unwritten GPU
+/// buffer; a real network's sigmoid is never exactly 0 on a whole batch). Either would otherwise
+/// become a silent empty mask.
+async fn read_probs(probs: Tensor<3>) -> crate::Result<Vec<f32>> {
+    let data = probs
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Backend(format!("reading the network's output failed: {e}")))?;
+    let values = data
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Backend(format!("the network's output is not f32: {e:?}")))?;
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(Error::Backend(format!(
+            "the network returned {bad} non-finite values (NaN or infinite) out of {}",
+            values.len()
+        )));
+    }
+    if !values.is_empty() && values.iter().all(|&v| v == 0.0) {
+        return Err(Error::Backend(format!(
+            "the network returned exactly zero for all {} values of a batch: the backend did not \
+             compute it",
+            values.len()
+        )));
+    }
+    Ok(values)
 }
 
 async fn gpu_device() -> crate::Result<Device> {
@@ -108,12 +273,24 @@ async fn gpu_device() -> crate::Result<Device> {
     Ok(device)
 }
 
+// ---- options ------------------------------------------------------------------------------------
+
+/// The options the page, the ES module and the iframe protocol take: the CLI's, as the core
+/// reads them ([`SegmentOptions::from_json`]: `threshold`, `crf` null or an object of CRF
+/// parameters, `assume_hu`; unknown names refused). An empty string means the defaults.
+fn segment_options(json: &str) -> crate::Result<SegmentOptions> {
+    SegmentOptions::from_json(if json.trim().is_empty() { "{}" } else { json })
+}
+
 // ---- one scan -----------------------------------------------------------------------------------
 
-/// Where a job is: read, then prepared (brain mask + network grid), then finished.
-enum Stage {
+/// Where a job is.
+enum State {
+    /// The file's bytes (one `.nii`/`.nii.gz`, or a `.hdr` and its `.img`), not read yet.
+    Bytes(Vec<u8>, Option<Vec<u8>>),
     Read(Box<Scan>),
     Prepared(Box<Prepared>),
+    Finished(Box<Segmentation>),
     /// Transient, while a stage owns the value.
     Empty,
 }
@@ -122,8 +299,8 @@ enum Stage {
 /// with the network's pending readback (`Rc`), which never holds a borrow across an `await`.
 #[wasm_bindgen]
 pub struct Job {
-    stage: Rc<RefCell<Stage>>,
-    batch: usize,
+    state: Rc<RefCell<State>>,
+    opts: SegmentOptions,
 }
 
 fn order_error(what: &str) -> JsError {
@@ -132,29 +309,84 @@ fn order_error(what: &str) -> JsError {
 
 #[wasm_bindgen]
 impl Job {
-    /// Read a `.nii`/`.nii.gz` (gzip detected by content).
-    pub fn read(bytes: &[u8]) -> Result<Job, JsError> {
-        Ok(Job::new(Scan::from_bytes(bytes).map_err(js)?))
+    /// A job for one `.nii`/`.nii.gz` (gzip detected by content) with the options (JSON, see
+    /// [`PageOptions`]); bad options are refused here, before any work.
+    #[wasm_bindgen(constructor)]
+    pub fn new(bytes: Vec<u8>, options: &str) -> Result<Job, JsError> {
+        Job::with(bytes, None, options)
     }
 
-    /// Read a `.hdr` + `.img` pair.
-    #[wasm_bindgen(js_name = readPair)]
-    pub fn read_pair(hdr: &[u8], img: &[u8]) -> Result<Job, JsError> {
-        Ok(Job::new(Scan::from_pair(hdr, img).map_err(js)?))
+    /// A job for a `.hdr` + `.img` pair.
+    pub fn pair(hdr: Vec<u8>, img: Vec<u8>, options: &str) -> Result<Job, JsError> {
+        Job::with(hdr, Some(img), options)
     }
 
-    fn new(scan: Scan) -> Job {
-        Job {
-            stage: Rc::new(RefCell::new(Stage::Read(Box::new(scan)))),
-            batch: SegmentOptions::default().batch_slices.max(1),
-        }
+    fn with(a: Vec<u8>, b: Option<Vec<u8>>, options: &str) -> Result<Job, JsError> {
+        Ok(Job {
+            state: Rc::new(RefCell::new(State::Bytes(a, b))),
+            opts: segment_options(options).map_err(js)?,
+        })
+    }
+
+    /// The stages to run, in order (the core's names, [`pipeline::stages`]).
+    pub fn stages(&self) -> Vec<String> {
+        pipeline::stages(&self.opts)
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Whether `stage` runs batch by batch ([`Job::run_batch`], or [`Job::batch_input`] and
+    /// [`Job::accept_batch`] through another worker's engine) rather than by [`Job::run`].
+    #[wasm_bindgen(js_name = isBatched)]
+    pub fn is_batched(name: &str) -> bool {
+        name == stage::NETWORK
+    }
+
+    /// Run one whole stage that is not batched.
+    pub fn run(&self, name: &str) -> Result<(), JsError> {
+        let mut state = self.state.borrow_mut();
+        let taken = std::mem::replace(&mut *state, State::Empty);
+        let (next, result) = match (name, taken) {
+            (stage::READ, State::Bytes(a, b)) => {
+                let read = match &b {
+                    None => Scan::from_bytes(&a),
+                    Some(img) => Scan::from_pair(&a, img),
+                };
+                match read {
+                    Ok(scan) => (State::Read(Box::new(scan)), Ok(())),
+                    Err(e) => (State::Bytes(a, b), Err(js(e))),
+                }
+            }
+            (stage::BRAIN, State::Read(scan)) => {
+                match Prepared::from_scan(*scan, self.opts.assume_hu) {
+                    Ok(p) => (State::Prepared(Box::new(p)), Ok(())),
+                    // The scan went into the failed call; the job cannot go on, and says why.
+                    Err(e) => (State::Empty, Err(js(e))),
+                }
+            }
+            (stage::CRF, State::Prepared(mut p)) => {
+                let r = match &self.opts.crf {
+                    Some(cfg) => p.apply_crf(cfg, &mut |_, _| true).map_err(js),
+                    None => Ok(()),
+                };
+                (State::Prepared(p), r)
+            }
+            (stage::FINISH, State::Prepared(p)) => match p.finish(self.opts.threshold) {
+                Ok(seg) => (State::Finished(Box::new(seg)), Ok(())),
+                Err(e) => (State::Prepared(p), Err(js(e))),
+            },
+            (_, other) => (other, Err(order_error(&format!("stage \"{name}\"")))),
+        };
+        *state = next;
+        result
     }
 
     fn with_scan<T>(&self, f: impl FnOnce(&Scan) -> T) -> Result<T, JsError> {
-        match &*self.stage.borrow() {
-            Stage::Read(s) => Ok(f(s)),
-            Stage::Prepared(p) => Ok(f(p.scan())),
-            Stage::Empty => Err(order_error("a read of the scan")),
+        match &*self.state.borrow() {
+            State::Read(s) => Ok(f(s)),
+            State::Prepared(p) => Ok(f(p.scan())),
+            _ => Err(order_error("a read of the scan")),
         }
     }
 
@@ -163,10 +395,16 @@ impl Job {
         what: &str,
         f: impl FnOnce(&mut Prepared) -> crate::Result<T>,
     ) -> Result<T, JsError> {
-        match &mut *self.stage.borrow_mut() {
-            Stage::Prepared(p) => f(p).map_err(js),
+        match &mut *self.state.borrow_mut() {
+            State::Prepared(p) => f(p).map_err(js),
             _ => Err(order_error(what)),
         }
+    }
+
+    /// Whether the scan has been read (and can be shown) and not yet handed over as the result.
+    #[wasm_bindgen(js_name = hasScan)]
+    pub fn has_scan(&self) -> bool {
+        matches!(&*self.state.borrow(), State::Read(_) | State::Prepared(_))
     }
 
     /// What `ichnet info --json` says about the scan.
@@ -205,17 +443,6 @@ impl Job {
         })
     }
 
-    /// Stage: CT brain extraction and placement of the network grid.
-    #[wasm_bindgen(js_name = brainMask)]
-    pub fn brain_mask(&self) -> Result<(), JsError> {
-        let mut stage = self.stage.borrow_mut();
-        let Stage::Read(scan) = std::mem::replace(&mut *stage, Stage::Empty) else {
-            return Err(order_error("brainMask"));
-        };
-        *stage = Stage::Prepared(Box::new(Prepared::from_scan(*scan, false).map_err(js)?));
-        Ok(())
-    }
-
     /// The brain mask (0/1, stack order).
     pub fn brain(&self) -> Result<Uint8Array, JsError> {
         self.with_prepared("brain", |p| {
@@ -226,56 +453,86 @@ impl Job {
         })
     }
 
-    /// Number of network calls (batches of slices) for [`Job::run_batch`].
+    /// Number of network calls (batches of slices).
     #[wasm_bindgen(js_name = batchCount)]
     pub fn batch_count(&self) -> Result<usize, JsError> {
-        self.with_prepared("batchCount", |p| Ok(p.slices().div_ceil(self.batch)))
+        let batch = self.opts.batch_slices.max(1);
+        self.with_prepared("batchCount", |p| Ok(p.slices().div_ceil(batch)))
     }
 
-    /// Stage: the network on batch `i`; resolves once its probabilities are stored.
+    /// The shape `[n, channels, h, w]` of batch `i`'s network input.
+    #[wasm_bindgen(js_name = batchShape)]
+    pub fn batch_shape(&self, i: usize) -> Result<Vec<u32>, JsError> {
+        let batch = self.opts.batch_slices.max(1);
+        self.with_prepared("batchShape", |p| {
+            let r = batch_range(i, batch, p.slices());
+            let (h, w) = p.grid_hw();
+            Ok([r.len(), CHANNELS, h, w]
+                .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+                .to_vec())
+        })
+    }
+
+    /// Batch `i`'s network input, `[n, channels, h, w]` flat, for an engine in another worker.
+    #[wasm_bindgen(js_name = batchInput)]
+    pub fn batch_input(&self, i: usize) -> Result<Float32Array, JsError> {
+        let batch = self.opts.batch_slices.max(1);
+        self.with_prepared("batchInput", |p| {
+            let (x, _) = p.slice_batch(batch_range(i, batch, p.slices()))?;
+            Ok(Float32Array::from(x.as_slice()))
+        })
+    }
+
+    /// Store batch `i`'s probabilities `[n, h, w]` computed by another worker's engine.
+    #[wasm_bindgen(js_name = acceptBatch)]
+    pub fn accept_batch(&self, i: usize, probs: &[f32]) -> Result<(), JsError> {
+        let batch = self.opts.batch_slices.max(1);
+        self.with_prepared("acceptBatch", |p| {
+            let r = batch_range(i, batch, p.slices());
+            p.accept_probs(r, probs)
+        })
+    }
+
+    /// The network on batch `i` with this worker's engine; resolves once its probabilities are
+    /// stored.
     #[wasm_bindgen(js_name = runBatch)]
     pub fn run_batch(&self, engine: &Engine, i: usize) -> Result<Promise, JsError> {
-        let batch = self.batch;
+        let batch = self.opts.batch_slices.max(1);
         let (range, x, shape) = self.with_prepared("runBatch", |p| {
-            let start = i.saturating_mul(batch);
-            let range = start..start.saturating_add(batch).min(p.slices());
+            let range = batch_range(i, batch, p.slices());
             let (x, shape) = p.slice_batch(range.clone())?;
             Ok((range, x, shape))
         })?;
         let probs = pipeline::network_probs(&engine.model, x, shape, &engine.device);
-        let stage = Rc::clone(&self.stage);
+        let state = Rc::clone(&self.state);
         Ok(future_to_promise(async move {
-            let data = probs.into_data_async().await.map_err(|e| {
-                JsError::new(
-                    &Error::Backend(format!("reading the network's output failed: {e}"))
-                        .to_string(),
-                )
-            })?;
-            let values = data.try_into_vec::<f32>().map_err(|e| {
-                JsError::new(&format!(
-                    "the network's output is not f32 probabilities: {e:?}"
-                ))
-            })?;
-            match &mut *stage.borrow_mut() {
-                Stage::Prepared(p) => p.accept_probs(range, &values).map_err(js)?,
+            let values = read_probs(probs).await.map_err(js)?;
+            match &mut *state.borrow_mut() {
+                State::Prepared(p) => p.accept_probs(range, &values).map_err(js)?,
                 _ => return Err(order_error("runBatch").into()),
             }
             Ok(JsValue::UNDEFINED)
         }))
     }
 
-    /// Stage: the 3D dense CRF with the CLI's default configuration.
-    pub fn crf(&self) -> Result<(), JsError> {
-        self.with_prepared("crf", |p| {
-            p.apply_crf(&CrfConfig::default(), &mut |_, _| true)
-        })
+    /// The result, once the finish stage ran; the job is then spent.
+    #[wasm_bindgen(js_name = takeOutput)]
+    pub fn take_output(&self) -> Result<Output, JsError> {
+        let mut state = self.state.borrow_mut();
+        match std::mem::replace(&mut *state, State::Empty) {
+            State::Finished(seg) => Ok(Output { seg: *seg }),
+            other => {
+                *state = other;
+                Err(order_error("takeOutput"))
+            }
+        }
     }
+}
 
-    /// Stage: threshold, clean up, measure, and write the mask in the input's grid.
-    pub fn finish(&self) -> Result<Output, JsError> {
-        self.with_prepared("finish", |p| p.finish(pipeline::DEFAULT_THRESHOLD))
-            .map(|seg| Output { seg })
-    }
+/// Slices of batch `i` (empty past the end: [`Prepared::slice_batch`] then refuses it).
+fn batch_range(i: usize, batch: usize, slices: usize) -> std::ops::Range<usize> {
+    let start = i.saturating_mul(batch);
+    start..start.saturating_add(batch).min(slices)
 }
 
 /// What a finished job hands to the page.

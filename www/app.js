@@ -18,6 +18,10 @@ const ui = {
   file: $("file"),
   sample: $("sample"),
   crf: $("opt-crf"),
+  crfAppearance: $("opt-crf-appearance"),
+  crfSmooth: $("opt-crf-smooth"),
+  threshold: $("opt-threshold"),
+  assumeHu: $("opt-assume-hu"),
   backend: $("opt-backend"),
   status: $("status"),
   progress: $("progress"),
@@ -44,16 +48,31 @@ const viewer = new Viewer(ui.views);
 let abort = null;
 let downloads = [];
 
-/** Where each stage sits on the progress bar (the network dominates the time). */
-const STAGE_SPAN = {
-  [Stage.LOADING]: [0, 0.05],
-  [Stage.READING]: [0.05, 0.1],
-  [Stage.BRAIN]: [0.1, 0.15],
-  [Stage.NETWORK]: [0.15, 0.85],
-  [Stage.CRF]: [0.85, 0.95],
-  [Stage.WRITING]: [0.95, 1],
-  [Stage.DONE]: [1, 1],
-};
+/** Words for the core's stage names on the progress line; a name not listed is shown as is. */
+const STAGE_WORDS = { read: "reading", brain: "brain mask", finish: "writing the mask", [Stage.LOADING]: "loading the engine" };
+
+/**
+ * The options panel as the segmentation options of protocol.js (the CLI's): a blank field keeps
+ * the core's default, so no default is spelled twice.
+ */
+function currentOptions() {
+  const num = (el) => (el.value.trim() === "" ? undefined : Number(el.value));
+  const options = { backend: ui.backend.value };
+  const threshold = num(ui.threshold);
+  if (threshold !== undefined) options.threshold = threshold;
+  if (!ui.crf.checked) {
+    options.crf = null;
+  } else {
+    const crf = {};
+    const appearance = num(ui.crfAppearance);
+    const smooth = num(ui.crfSmooth);
+    if (appearance !== undefined) crf.appearance_weight = appearance;
+    if (smooth !== undefined) crf.smooth_weight = smooth;
+    if (Object.keys(crf).length) options.crf = crf;
+  }
+  if (ui.assumeHu.checked) options.assume_hu = true;
+  return options;
+}
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -71,34 +90,40 @@ function clearMessages() {
   ui.warnings.textContent = "";
 }
 
-function showProgress({ stage, done, total, detail }) {
-  const [a, b] = STAGE_SPAN[stage] ?? [0, 0];
+function showProgress({ stage, index, count, done, total }) {
   const frac = total > 0 ? done / total : 0;
-  ui.progress.value = a + (b - a) * frac;
-  let text = stage;
-  if (stage === Stage.NETWORK && total > 0) text = `network: batch ${done}/${total}`;
-  if (detail) text += ` (${detail})`;
+  ui.progress.value = count > 0 ? Math.min(1, (index + frac) / count) : 0;
+  let text = STAGE_WORDS[stage] ?? stage;
+  if (total > 0) text = `${text}: batch ${done}/${total}`;
   ui.stage.textContent = text;
+}
+
+/** Show notes (reader and report warnings), each once. */
+function showWarnings(list) {
+  const seen = new Set([...ui.warnings.children].map((p) => p.textContent));
+  const fresh = (list ?? []).map((w) => `Note: ${w}`).filter((t) => !seen.has(t));
+  if (!fresh.length) return;
+  ui.warnings.append(...fresh.map((t) => Object.assign(document.createElement("p"), { textContent: t })));
+  ui.warnings.hidden = false;
 }
 
 function showVolume(msg) {
   ui.viewerPanel.hidden = false;
   ui.views.hidden = false;
-  viewer.setVolume({ dims: msg.dims, spacing: msg.spacing, hu: msg.hu });
-  if (msg.warnings?.length) {
-    ui.warnings.replaceChildren(...msg.warnings.map((w) => Object.assign(document.createElement("p"), { textContent: `Note: ${w}` })));
-    ui.warnings.hidden = false;
-  }
+  // A file with voxel sizes only has no orientation: left and right are unknown.
+  const orientationKnown = msg.info?.orientation_known ?? msg.info?.affine_source !== "pixdim";
+  viewer.setVolume({ dims: msg.dims, spacing: msg.spacing, hu: msg.hu, orientationKnown });
+  showWarnings(msg.warnings);
 }
 
 const fmt = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : "–");
 
-function showResult(name, { mask, maskNifti, report }) {
+function showResult(name, { mask, mask_nifti, report }) {
   viewer.setMask(mask);
   viewer.focusMask();
   for (const url of downloads) URL.revokeObjectURL(url);
   const base = name.replace(/\.(nii\.gz|nii|hdr|img)$/i, "");
-  const maskUrl = URL.createObjectURL(new Blob([maskNifti], { type: "application/gzip" }));
+  const maskUrl = URL.createObjectURL(new Blob([mask_nifti], { type: "application/gzip" }));
   const reportUrl = URL.createObjectURL(new Blob([JSON.stringify(report, null, 2)], { type: "application/json" }));
   downloads = [maskUrl, reportUrl];
   ui.dlMask.href = maskUrl;
@@ -106,16 +131,22 @@ function showResult(name, { mask, maskNifti, report }) {
   ui.dlReport.href = reportUrl;
   ui.dlReport.download = `${base}_ich_report.json`;
 
+  // The report's warnings include the reader's and those found later (brain volume, say).
+  showWarnings(report.warnings);
   const abc = report.abc2 ?? {};
-  const t = Object.fromEntries((report.timings ?? []).map(({ stage, ms }) => [stage, ms]));
+  const times = [...(report.browser_timings ?? []), ...(report.timings ?? [])].map(({ stage, ms }) => `${stage} ${ms} ms`).join(", ");
+  const crf = report.crf ? "on" : "off";
   const rows = [
     ["Haemorrhage volume", `${fmt(report.volume_ml)} mL`, true],
     ["ABC/2", `${fmt(abc.ml)} mL (A ${fmt(abc.a_mm / 10)} cm × B ${fmt(abc.b_mm / 10)} cm × C ${fmt(abc.c_mm / 10)} cm / 2)`],
     ["Slices with blood", String(report.slices_with_blood ?? "–")],
     ["Brain volume", `${fmt(report.brain_ml, 0)} mL`],
-    ["CRF", report.crf ? "on" : "off"],
-    ["Backend", report.backend + (report.backend_note ? ` (${report.backend_note})` : "")],
-    ["Time", `read ${t.read} ms, brain mask ${t.brain} ms, engine ${t.engine} ms, network ${t.network} ms, CRF ${t.crf} ms, writing ${t.write} ms`],
+    ["CRF", crf],
+    ...(report.hu_assumed ? [["Hounsfield units", "assumed because you said so: the values did not look like HU, so every mL figure rests on that"]] : []),
+    ...(report.orientation_known === false ? [["Left / right", "unknown: the file does not say which side is which"]] : []),
+    ["Threshold", String(report.threshold ?? "–")],
+    ["Backend", `${report.backend}${report.workers > 1 ? ` × ${report.workers} workers` : ""}${report.backend_note ? ` (${report.backend_note})` : ""}`],
+    ["Time", times],
   ];
   ui.resList.replaceChildren(...rows.flatMap(([k, v, big]) => {
     const dt = Object.assign(document.createElement("dt"), { textContent: k });
@@ -131,7 +162,7 @@ function showResult(name, { mask, maskNifti, report }) {
  * Run one scan through the worker. Returns the result, or null when it failed or was cancelled
  * (the message is already on the page). Safe to call again at once: the page never gets stuck.
  */
-async function run(files, displayName, { onProgress } = {}) {
+async function run(files, displayName, { onProgress, options = currentOptions() } = {}) {
   abort?.abort();
   clearMessages();
   ui.results.hidden = true;
@@ -144,9 +175,8 @@ async function run(files, displayName, { onProgress } = {}) {
   const mine = abort;
   try {
     const result = await segmenter.run(files, {
+      ...options,
       signal: mine.signal,
-      crf: ui.crf.checked,
-      backend: ui.backend.value,
       onProgress: (p) => {
         showProgress(p);
         onProgress?.(p);
@@ -285,14 +315,15 @@ function wireEmbed(params) {
     const id = msg.id;
     current = id;
     const name = typeof msg.name === "string" ? msg.name : "scan.nii.gz";
-    ui.crf.checked = msg.options?.crf !== false;
-    if (typeof msg.options?.backend === "string") ui.backend.value = msg.options.backend;
+    // The host's options, as the ES module takes them (protocol.js); the core refuses bad ones.
+    const options = { ...currentOptions(), ...(msg.options ?? {}) };
     const result = await run([{ name, bytes: msg.bytes }], name, {
-      onProgress: (p) => reply({ type: Frame.PROGRESS, id, stage: p.stage, done: p.done, total: p.total }),
+      options,
+      onProgress: (p) => reply({ type: Frame.PROGRESS, id, stage: p.stage, index: p.index, count: p.count, done: p.done, total: p.total }),
     });
     if (result) {
-      const copy = result.maskNifti.slice().buffer;
-      reply({ type: Frame.RESULT, id, maskNifti: copy, report: result.report }, [copy]);
+      const copy = result.mask_nifti.slice();
+      reply({ type: Frame.RESULT, id, report: result.report, mask_nifti: copy }, [copy.buffer]);
     } else {
       reply({ type: Frame.ERROR, id, message: document.body.dataset.state === "cancelled" ? "cancelled" : ui.error.textContent });
     }

@@ -1,8 +1,9 @@
 // ICHNet as an ES module, for pages that want the numbers and the mask without the app's UI:
 //
 //   import { segment } from "https://your-host/ichnet/embed.js";
-//   const result = await segment(bytes, { onProgress: (p) => console.log(p.stage, p.done, p.total) });
-//   // result.maskNifti (Uint8Array, .nii.gz in the input's grid), result.volumeMl, result.abc2, ...
+//   const { report, mask_nifti } = await segment(bytes, { onProgress: (p) => console.log(p.stage, p.done, p.total) });
+//   // report: what `ichnet segment --json` prints (volume_ml, abc2, ...) plus the browser's fields;
+//   // mask_nifti: Uint8Array, .nii.gz in the input's grid. The shape is documented in protocol.js.
 //
 // Everything runs in a module worker served from the same place as this file; the scan never
 // leaves the machine. The app's own page uses the same `Segmenter`, so there is one client.
@@ -42,9 +43,11 @@ export class Segmenter {
   /**
    * Segment one scan. `files`: `[{ name, bytes: ArrayBuffer }]` (one .nii/.nii.gz, or a .hdr and
    * its .img). The buffers are transferred to the worker: the caller's copies become empty.
-   * Resolves with `{ mask, maskNifti, report, volume }`; rejects with the core's message.
+   * `options`: the segmentation options of protocol.js (backend, threshold, crf). Resolves with
+   * the result of protocol.js (`{ report, mask_nifti }`) plus `mask` (canonical order, for a
+   * viewer) and `volume` (the VOLUME message); rejects with the core's message.
    */
-  run(files, { onProgress, onVolume, signal, crf = true, backend = Backend.AUTO } = {}) {
+  run(files, { onProgress, onVolume, signal, ...options } = {}) {
     if (signal?.aborted) return Promise.reject(abortError());
     if (this.#busy) return Promise.reject(new Error("a segmentation is already running; cancel it first"));
     const worker = this.#ensureWorker();
@@ -63,7 +66,7 @@ export class Segmenter {
         if (msg.id !== id) return;
         switch (msg.type) {
           case FromWorker.PROGRESS:
-            onProgress?.({ stage: msg.stage, done: msg.done, total: msg.total, detail: msg.detail });
+            onProgress?.({ stage: msg.stage, index: msg.index, count: msg.count, done: msg.done, total: msg.total });
             break;
           case FromWorker.VOLUME:
             volume = msg;
@@ -71,7 +74,7 @@ export class Segmenter {
             break;
           case FromWorker.RESULT:
             done();
-            resolve({ mask: msg.mask, maskNifti: msg.maskNifti, report: msg.report, volume });
+            resolve({ report: msg.report, mask_nifti: msg.mask_nifti, mask: msg.mask, volume });
             break;
           case FromWorker.ERROR:
             done();
@@ -94,7 +97,7 @@ export class Segmenter {
       worker.addEventListener("error", onError);
       signal?.addEventListener("abort", onAbort, { once: true });
       worker.postMessage(
-        { type: ToWorker.SEGMENT, id, files, options: { crf, backend } },
+        { type: ToWorker.SEGMENT, id, files, options: { backend: Backend.AUTO, ...options } },
         files.map((f) => f.bytes),
       );
     });
@@ -107,28 +110,18 @@ let shared = null;
  * Segment a head CT given as NIfTI bytes (`.nii` or `.nii.gz`, gzip sniffed).
  *
  * `bytes`: ArrayBuffer or typed array (copied, so the caller keeps its own).
- * Options: `onProgress({ stage, done, total })`, `signal` (AbortSignal: stops the work),
- * `crf` (default true), `backend` ("auto" | "webgpu" | "cpu").
+ * Options: `onProgress({ stage, index, count, done, total })`, `signal` (AbortSignal: stops the
+ * work), `name`, and the segmentation options of protocol.js: `backend` ("auto" | "webgpu" |
+ * "cpu"), `threshold`, `crf` (null | { CrfConfig fields }), `assume_hu`, as the CLI takes them.
  *
- * Resolves with `{ maskNifti, volumeMl, abc2: { ml, aMm, bMm, cMm, slices }, slicesWithBlood, brainMl,
- * backend, timingsMs, warnings, report }` (`report`: what `ichnet segment --json` prints, plus
- * `backend`, `backend_note`, `timings` from the browser's clock, `wasm_memory_bytes`); rejects with an Error whose message is meant for the user, or an
- * AbortError when `signal` fires.
+ * Resolves with the result of protocol.js, `{ report, mask_nifti }` (the same shape the iframe
+ * posts); rejects with an Error whose message is meant for the user, or an AbortError when
+ * `signal` fires.
  */
 export async function segment(bytes, { name = "scan.nii.gz", ...options } = {}) {
   const view = bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const copy = view.slice().buffer;
   shared ??= new Segmenter();
-  const { maskNifti, report } = await shared.run([{ name, bytes: copy }], options);
-  return {
-    maskNifti,
-    volumeMl: report.volume_ml,
-    abc2: { ml: report.abc2?.ml, aMm: report.abc2?.a_mm, bMm: report.abc2?.b_mm, cMm: report.abc2?.c_mm, slices: report.abc2?.slices },
-    slicesWithBlood: report.slices_with_blood,
-    brainMl: report.brain_ml,
-    backend: report.backend,
-    timingsMs: Object.fromEntries((report.timings ?? []).map(({ stage, ms }) => [stage, ms])),
-    warnings: report.warnings ?? [],
-    report,
-  };
+  const { report, mask_nifti } = await shared.run([{ name, bytes: copy }], options);
+  return { report, mask_nifti };
 }

@@ -25,6 +25,7 @@ window.addEventListener("message", (event) => {
   if (event.origin !== appOrigin || event.source !== frame.contentWindow) return;
   const msg = event.data ?? {};
   window.ichnetHost.events.push(msg.type);
+  if (msg.type === Frame.RESULT) window.ichnetHost.lastMessage = msg;
   switch (msg.type) {
     case Frame.READY:
       window.ichnetHost.ready = true;
@@ -34,9 +35,10 @@ window.addEventListener("message", (event) => {
       status.textContent = `${msg.stage}${msg.total ? ` ${msg.done}/${msg.total}` : ""}`;
       break;
     case Frame.RESULT:
+      // The result shape of protocol.js: { report, mask_nifti }, as the ES module's segment() gives.
       window.ichnetHost.result = msg.report;
-      window.ichnetHost.maskNifti = new Uint8Array(msg.maskNifti);
-      status.textContent = `haemorrhage ${msg.report.volume_ml.toFixed(1)} mL (mask ${msg.maskNifti.byteLength} bytes)`;
+      window.ichnetHost.maskNifti = msg.mask_nifti;
+      status.textContent = `haemorrhage ${msg.report.volume_ml.toFixed(1)} mL (mask ${msg.mask_nifti.byteLength} bytes)`;
       out.textContent = JSON.stringify(msg.report, null, 2);
       break;
     case Frame.ERROR:

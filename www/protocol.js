@@ -6,39 +6,74 @@
 // A typo in a string literal would fail silently (the message is simply never answered), so no
 // file spells these strings itself: they import the frozen objects below.
 
+/**
+ * Segmentation options, the same everywhere (page UI, ES module `segment()`, `Segmenter.run`, the
+ * iframe's `options`) and the same as the CLI's, by the CLI's JSON names (snake_case):
+ *
+ *   backend    "auto" | "webgpu" | "cpu"   (the CLI's --gpu; "auto" tries a hardware GPU)
+ *   workers    most module instances for the CPU network (default: cores, capped by memory)
+ *   threshold  number in (0, 1), default 0.5                  (--threshold)
+ *   crf        null (--no-crf) | { CrfConfig fields, e.g. appearance_weight, smooth_weight,
+ *              iterations, ...; missing ones keep their defaults } (--crf-config); omitted: defaults
+ *   assume_hu  true takes values that do not look like HU as HU, recorded in the report as
+ *              `hu_assumed` (--assume-hu); without it such scans are refused
+ *
+ * Everything but `backend` and `workers` (the browser's own) goes to the core as is, which refuses unknown names and bad values
+ * with the CLI's sentences.
+ */
+
+/**
+ * The result, one shape for the ES module, `Segmenter.run` and the iframe protocol:
+ *
+ *   { report, mask_nifti: Uint8Array (.nii.gz in the input's grid, the CLI's -o bytes) }
+ *
+ * `report` is exactly what `ichnet segment --json` prints (snake_case: volume_ml, abc2, brain_ml,
+ * timings: [{ stage, ms }], warnings, ...), its `timings` measured by the browser's clock for the
+ * core's own stage names, plus the browser's fields: `backend`, `backend_note` (why not WebGPU,
+ * when so), `workers` (module instances that ran the network), `wasm_memory_bytes` (peak of the
+ * coordinating worker), `helper_wasm_memory_bytes` (largest helper's peak, with workers > 1), `browser_timings` ([{ stage: "engine" | "warmup", ms }]: loading the
+ * network, and WebGPU's first run on a dummy batch of the scan's shape), `known_answer`
+ * ({ max_diff, tolerance }, WebGPU only).
+ */
+
 /** Messages to the worker. */
 export const ToWorker = Object.freeze({
-  /** `{ type, id, files: [{ name, bytes: ArrayBuffer }], options: { crf, backend } }`; bytes transferred. */
+  /** `{ type, id, files: [{ name, bytes: ArrayBuffer }], options }`; bytes transferred. */
   SEGMENT: "segment",
+  /**
+   * To a helper worker (same file, another module instance): `{ type, id, x: Float32Array,
+   * shape: [n, c, h, w] }` (buffer transferred): run the network on one batch on the CPU.
+   */
+  BATCH: "batch",
 });
 
 /** Messages from the worker. */
 export const FromWorker = Object.freeze({
-  /** `{ type, id, stage, done, total, detail }`: one of `Stage`, `done`/`total` for the network. */
+  /**
+   * `{ type, id, stage, index, count, done, total }`: `stage` is the core's stage name (or
+   * `Stage.LOADING` / `Stage.DONE`), stage `index` of `count`, `done`/`total` units within it.
+   */
   PROGRESS: "progress",
   /**
-   * `{ type, id, info, warnings, dims: [nz, ny, nx], spacing: [z, y, x], hu: Float32Array,
-   * brain: Uint8Array }` (buffers transferred): the scan, read and in canonical order, so the
-   * viewer can show it while the network runs.
+   * `{ type, id, info, warnings, dims: [nz, ny, nx], spacing: [z, y, x], hu: Float32Array }`
+   * (buffer transferred): the scan, read and in canonical order, so the viewer can show it while
+   * the network runs. `info` is `ichnet info --json`.
    */
   VOLUME: "volume",
-  /**
-   * `{ type, id, mask: Uint8Array (canonical order), maskNifti: Uint8Array (input grid, .nii.gz),
-   * report: object }` (buffers transferred).
-   */
+  /** `{ type, id, report, mask: Uint8Array (canonical order), mask_nifti: Uint8Array }` (buffers transferred). */
   RESULT: "result",
-  /** `{ type, id, message }`: a sentence for the user; the worker stays usable. */
+  /** `{ type, id, probs: Float32Array, memory }` from a helper: one batch's probabilities, its wasm memory. */
+  BATCH: "batch",
+  /** `{ type, id, message, fatal }`: a sentence for the user; the worker stays usable unless fatal. */
   ERROR: "error",
 });
 
-/** Stage names shown to the user, in the order they run. */
+/**
+ * Progress stages of the page's own, around the core's stages (whose names come from the core:
+ * `Job.stages()`, the same names as the CLI report's `timings`).
+ */
 export const Stage = Object.freeze({
-  LOADING: "loading the engine",
-  READING: "reading",
-  BRAIN: "brain mask",
-  NETWORK: "network",
-  CRF: "CRF",
-  WRITING: "writing the mask",
+  LOADING: "loading",
   DONE: "done",
 });
 
@@ -53,13 +88,13 @@ export const Backend = Object.freeze({
 export const Frame = Object.freeze({
   /** iframe -> host, once the app can take a scan: `{ type }`. */
   READY: "ichnet:ready",
-  /** host -> iframe: `{ type, id, name, bytes: ArrayBuffer, options }` (bytes transferred). */
+  /** host -> iframe: `{ type, id, name, bytes: ArrayBuffer, options }` (bytes transferred; options as above). */
   SEGMENT: "ichnet:segment",
   /** host -> iframe: `{ type, id }`: stop the work for `id`. */
   CANCEL: "ichnet:cancel",
-  /** iframe -> host: `{ type, id, stage, done, total }`. */
+  /** iframe -> host: `{ type, id, stage, index, count, done, total }`. */
   PROGRESS: "ichnet:progress",
-  /** iframe -> host: `{ type, id, maskNifti: ArrayBuffer, report }` (mask transferred). */
+  /** iframe -> host: `{ type, id, report, mask_nifti: Uint8Array }`: the result above (buffer transferred). */
   RESULT: "ichnet:result",
   /** iframe -> host: `{ type, id, message }`. */
   ERROR: "ichnet:error",

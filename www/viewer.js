@@ -97,9 +97,21 @@ export class Viewer {
     return view;
   }
 
-  /** Show a new volume; the crosshair goes to its centre (or to `focus` = [z, y, x]). */
-  setVolume({ dims, spacing, hu }, focus = null) {
-    this.#vol = { dims, spacing, hu };
+  /**
+   * Whether the scan's left and right are known. A file with voxel sizes only (no qform/sform)
+   * has no orientation: its x axis may be the patient's left or right, so the views label that
+   * axis "?" and anything that names a side must say it is unknown.
+   */
+  get orientationKnown() {
+    return this.#vol?.orientationKnown ?? true;
+  }
+
+  /**
+   * Show a new volume; the crosshair goes to its centre (or to `focus` = [z, y, x]).
+   * `orientationKnown` false draws L/R as "?".
+   */
+  setVolume({ dims, spacing, hu, orientationKnown = true }, focus = null) {
+    this.#vol = { dims, spacing, hu, orientationKnown };
     this.#mask = null;
     this.#pos = focus ?? dims.map((n) => Math.floor(n / 2));
     for (const v of this.#views) {
@@ -305,7 +317,8 @@ export class Viewer {
     out.fillStyle = "rgba(255, 255, 160, 0.9)";
     out.font = `${Math.round(12 * dpr)}px system-ui, sans-serif`;
     const pad = 4 * dpr;
-    const [l, rgt, top, bottom] = spec.labels;
+    const side = (letter) => (this.#vol.orientationKnown || (letter !== "R" && letter !== "L") ? letter : "?");
+    const [l, rgt, top, bottom] = spec.labels.map(side);
     out.textBaseline = "middle";
     out.textAlign = "left";
     out.fillText(l, x0 + pad, y0 + h / 2);

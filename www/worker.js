@@ -1,6 +1,12 @@
 // The worker owns the wasm module and does all the heavy work (reading, brain mask, network, CRF,
 // writing), so the page's main thread only draws. One job at a time; the page cancels a job by
-// terminating this worker and starting a fresh one, which is the only way to stop wasm mid-call.
+// terminating this worker (its helpers go with it) and starting a fresh one, which is the only way
+// to stop wasm mid-call.
+//
+// The core owns the sequence: `job.stages()` names the stages (the CLI report's names) and this
+// file runs them in that order, timing each with the browser's clock. The network stage runs
+// batch by batch; on the CPU its batches are shared with helper workers (this same file, one
+// module instance each: wasm has no threads on stable Rust, several workers need none).
 //
 // Everything that crosses to the page is either small JSON or a transferred ArrayBuffer.
 
@@ -8,6 +14,17 @@ import init, * as core from "./pkg/ichnet.js";
 import { Backend, FromWorker, Stage, ToWorker } from "./protocol.js";
 
 const WEIGHTS_URL = new URL("weights/ichnet.bpk", import.meta.url);
+const WORKER_URL = new URL("worker.js", import.meta.url);
+
+/**
+ * Wasm memory one helper module instance may reach, MiB: the peaks measured were 214 MB for the
+ * sample and 297 MB for a 512×512×32 scan (tests/browser/bench.mjs, `helper_wasm_memory_bytes`).
+ * Helpers are capped so that all module instances together stay within a quarter of the
+ * device's memory.
+ */
+const MODULE_MIB = 320;
+/** Beyond this many workers the network batches of one scan run out before the workers do. */
+const MAX_WORKERS = 8;
 
 /** The wasm module, initialised once per worker, and its exports (for the memory figure). */
 let ready = null;
@@ -18,13 +35,13 @@ let weights = null;
 const engines = new Map();
 /** Why WebGPU was not used, once we know (shown in the report). */
 let gpuRefusal = null;
+/** Helper workers for the CPU network, created on first use and kept for later scans. */
+let helpers = null;
+/** Largest wasm memory a helper reported (its peak: wasm memory never shrinks). */
+let helperMemory = 0;
 
 function post(msg, transfer = []) {
   self.postMessage(msg, transfer);
-}
-
-function progress(id, stage, done = 0, total = 0, detail = "") {
-  post({ type: FromWorker.PROGRESS, id, stage, done, total, detail });
 }
 
 async function loadCore() {
@@ -81,10 +98,12 @@ async function engineFor(choice) {
   const probe = gpuRefusal && choice !== Backend.GPU ? { use: false, why: gpuRefusal } : await probeGpu(choice);
   if (probe.use) {
     try {
+      // Includes the known-answer check (GPU against CPU on a fixed input): a GPU that computes
+      // wrong numbers is refused here, with the sentence saying by how much.
       engine = await core.Engine.webgpu(bytes);
       label = `WebGPU: ${probe.name}`;
     } catch (e) {
-      gpuRefusal = `WebGPU could not be started (${e.message})`;
+      gpuRefusal = `WebGPU could not be used (${e.message})`;
       if (choice === Backend.GPU) throw new Error(gpuRefusal);
     }
   } else {
@@ -92,115 +111,212 @@ async function engineFor(choice) {
     if (choice === Backend.GPU) throw new Error(`WebGPU was requested but ${probe.why}`);
   }
   if (!engine) engine = core.Engine.cpu(bytes);
-  const entry = { engine, label, note: engine && !probe.use ? gpuRefusal : null };
+  const entry = { engine, label, note: engine.isGpu() ? null : gpuRefusal, warmed: new Set() };
   engines.set(key, entry);
   return entry;
+}
+
+/** How many module instances may run the network at once: cores, capped by memory and batches. */
+function workerCount(batches, cap = MAX_WORKERS) {
+  const cores = self.navigator.hardwareConcurrency || 1;
+  // navigator.deviceMemory (GiB, Chromium; rounded down and capped at 8) is absent elsewhere:
+  // then assume 4 GiB, which still allows 3 instances.
+  const gib = self.navigator.deviceMemory ?? 4;
+  const byMemory = Math.floor((gib * 1024) / 4 / MODULE_MIB);
+  return Math.max(1, Math.min(cores, byMemory, MAX_WORKERS, cap, batches));
+}
+
+/** A helper worker with a promise-per-batch interface; errors reject that batch. */
+function startHelper() {
+  const w = new Worker(WORKER_URL, { type: "module" });
+  const pending = new Map();
+  let next = 1;
+  w.addEventListener("message", (event) => {
+    const msg = event.data;
+    const p = pending.get(msg?.id);
+    if (!p) return;
+    pending.delete(msg.id);
+    if (msg.type === FromWorker.BATCH) {
+      helperMemory = Math.max(helperMemory, msg.memory ?? 0);
+      p.resolve(msg.probs);
+    }
+    else p.reject(new Error(msg.message));
+  });
+  w.addEventListener("error", (event) => {
+    for (const p of pending.values()) p.reject(new Error(`a network helper worker failed: ${event.message ?? "worker error"}`));
+    pending.clear();
+  });
+  return {
+    run(x, shape) {
+      const id = next++;
+      return new Promise((resolve, reject) => {
+        pending.set(id, { resolve, reject });
+        w.postMessage({ type: ToWorker.BATCH, id, x, shape }, [x.buffer]);
+      });
+    },
+  };
+}
+
+/** Lets queued messages (a helper's finished batch) run between two of our own long batches. */
+const yieldToEvents = () => new Promise((r) => setTimeout(r, 0));
+
+/**
+ * The network stage on this worker's engine, its batches shared with helpers when the engine is
+ * the CPU. Resolves with the number of module instances that ran batches.
+ */
+async function runNetwork(job, entry, maxWorkers, onBatch) {
+  const total = job.batchCount();
+  let next = 0;
+  let done = 0;
+  const loop = async (runOne) => {
+    while (next < total) {
+      const i = next++;
+      await runOne(i);
+      onBatch(++done, total);
+    }
+  };
+  const own = async (i) => {
+    await job.runBatch(entry.engine, i);
+    await yieldToEvents();
+  };
+  if (entry.engine.isGpu()) {
+    await loop(own);
+    return 1;
+  }
+  const n = workerCount(total, maxWorkers);
+  helpers ??= [];
+  while (helpers.length < n - 1) helpers.push(startHelper());
+  const mine = helpers.slice(0, n - 1);
+  const viaHelper = (h) => async (i) => {
+    const probs = await h.run(job.batchInput(i), Array.from(job.batchShape(i)));
+    job.acceptBatch(i, probs);
+  };
+  // Helpers are handed their first batch before this worker starts its own (which blocks it).
+  await Promise.all([...mine.map((h) => loop(viaHelper(h))), loop(own)]);
+  return n;
 }
 
 /** Milliseconds since `t0`, rounded for the report. */
 const since = (t0) => Math.round(performance.now() - t0);
 
 async function segment({ id, files, options = {} }) {
-  const timings = {};
-  let t = performance.now();
-  progress(id, Stage.LOADING);
+  const { backend = Backend.AUTO, workers: maxWorkers = MAX_WORKERS, ...coreOptions } = options;
+  const progress = (stage, index, count, done = 0, total = 0) =>
+    post({ type: FromWorker.PROGRESS, id, stage, index, count, done, total });
+  progress(Stage.LOADING, 0, 1);
   await loadCore();
 
-  progress(id, Stage.READING);
+  // Bad options are refused here, before any work, with the core's sentence.
+  const optionsJson = JSON.stringify(coreOptions);
   const job = files.length === 2
-    ? core.Job.readPair(new Uint8Array(files[0].bytes), new Uint8Array(files[1].bytes))
-    : core.Job.read(new Uint8Array(files[0].bytes));
+    ? core.Job.pair(new Uint8Array(files[0].bytes), new Uint8Array(files[1].bytes), optionsJson)
+    : new core.Job(new Uint8Array(files[0].bytes), optionsJson);
   // Whatever happens, the job's wasm memory is released (a worker serves many scans).
   try {
-    timings.readMs = since(t);
-
-    t = performance.now();
-    progress(id, Stage.BRAIN);
-    job.brainMask();
-    timings.brainMs = since(t);
-
-    // The scan and brain mask go to the viewer now, while the network runs. Copies out of wasm
-    // memory (the wasm side keeps its own), transferred so they are not copied again.
-    const hu = job.hu();
-    const brain = job.brain();
-    post(
-      {
-        type: FromWorker.VOLUME,
-        id,
-        info: JSON.parse(job.infoJson()),
-        warnings: job.warnings(),
-        dims: Array.from(job.dims()),
-        spacing: Array.from(job.spacing()),
-        hu,
-        brain,
-      },
-      [hu.buffer, brain.buffer],
-    );
-
-    t = performance.now();
-    progress(id, Stage.LOADING, 0, 0, "network weights");
-    let entry = await engineFor(options.backend ?? Backend.AUTO);
-    timings.engineMs = since(t);
-
-    t = performance.now();
-    const total = job.batchCount();
-    for (let i = 0; i < total; i++) {
-      progress(id, Stage.NETWORK, i, total);
-      try {
-        await job.runBatch(entry.engine, i);
-      } catch (e) {
-        // A lost GPU device (driver reset, tab backgrounded on some systems) must not lose the
-        // scan: redo this batch and the rest on the CPU, and say so in the report.
-        if (entry.engine.isGpu() && options.backend !== Backend.GPU && !(e instanceof WebAssembly.RuntimeError)) {
+    const stages = job.stages();
+    const timings = [];
+    const browserTimings = [];
+    let entry = null;
+    let workers = 1;
+    let volumePosted = false;
+    for (const [index, stage] of stages.entries()) {
+      progress(stage, index, stages.length);
+      if (core.Job.isBatched(stage)) {
+        // The engine (weights, WebGPU device and its known-answer check) is loaded on first use.
+        let t = performance.now();
+        entry = await engineFor(backend);
+        browserTimings.push({ stage: "engine", ms: since(t) });
+        const shape = Array.from(job.batchShape(0));
+        const key = shape.join("x");
+        if (entry.engine.isGpu() && !entry.warmed.has(key)) {
+          // WebGPU compiles its pipelines on first use: do it on a dummy batch of this scan's
+          // shape, so the first run and the warm network are timed apart.
+          t = performance.now();
+          await entry.engine.warmup(shape);
+          browserTimings.push({ stage: "warmup", ms: since(t) });
+          entry.warmed.add(key);
+        }
+        t = performance.now();
+        try {
+          workers = await runNetwork(job, entry, maxWorkers, (done, total) => progress(stage, index, stages.length, done, total));
+        } catch (e) {
+          // A lost GPU device (driver reset, tab backgrounded on some systems) must not lose the
+          // scan: redo the network on the CPU, and say so in the report.
+          if (!entry.engine.isGpu() || backend === Backend.GPU || e instanceof WebAssembly.RuntimeError) throw e;
           gpuRefusal = `the WebGPU device failed during the network (${e.message}); finished on the CPU`;
           engines.delete(Backend.AUTO);
-          entry = await engineFor(Backend.CPU);
-          entry = { ...entry, note: gpuRefusal };
-          await job.runBatch(entry.engine, i);
-        } else {
-          throw e;
+          entry = { ...(await engineFor(Backend.CPU)), note: gpuRefusal };
+          workers = await runNetwork(job, entry, maxWorkers, (done, total) => progress(stage, index, stages.length, done, total));
         }
+        timings.push({ stage, ms: since(t) });
+      } else {
+        const t = performance.now();
+        job.run(stage);
+        timings.push({ stage, ms: since(t) });
+      }
+      if (!volumePosted && job.hasScan()) {
+        postVolume(id, job);
+        volumePosted = true;
       }
     }
-    progress(id, Stage.NETWORK, total, total);
-    timings.networkMs = since(t);
 
-    t = performance.now();
-    if (options.crf !== false) {
-      progress(id, Stage.CRF);
-      job.crf();
-    }
-    timings.crfMs = since(t);
-
-    t = performance.now();
-    progress(id, Stage.WRITING);
-    const out = job.finish();
-    timings.writeMs = since(t);
-
-    // The CLI's report (`ichnet segment --json`), with the browser's own clock for the stages
-    // (wasm has no clock of its own) and what only the browser knows.
+    // The CLI's report (`ichnet segment --json`), its stage timings measured by the browser's
+    // clock (wasm has none), plus what only the browser knows.
+    const out = job.takeOutput();
     const report = JSON.parse(out.reportJson());
-    report.timings = Object.entries(timings).map(([stage, ms]) => ({ stage: stage.replace(/Ms$/, ""), ms }));
-    report.backend = entry.label;
-    if (entry.note) report.backend_note = entry.note;
+    report.timings = timings;
+    report.backend = entry?.label ?? null;
+    if (entry?.note) report.backend_note = entry.note;
     if (core.Engine.gpuLost()) report.backend_note = `${report.backend_note ?? ""} (the WebGPU device was lost)`.trim();
+    report.workers = workers;
     // Wasm memory never shrinks, so its size now is the peak of this worker's life.
     report.wasm_memory_bytes = wasm?.memory?.buffer?.byteLength ?? null;
+    if (workers > 1) report.helper_wasm_memory_bytes = helperMemory;
+    report.browser_timings = browserTimings;
+    if (entry?.engine.isGpu()) {
+      report.known_answer = { max_diff: entry.engine.knownAnswerDiff(), tolerance: core.Engine.knownAnswerTolerance() };
+    }
     const mask = out.mask();
     const maskNifti = out.maskNifti();
     out.free();
-    progress(id, Stage.DONE);
-    post({ type: FromWorker.RESULT, id, mask, maskNifti, report }, [mask.buffer, maskNifti.buffer]);
+    progress(Stage.DONE, stages.length, stages.length);
+    post({ type: FromWorker.RESULT, id, report, mask, mask_nifti: maskNifti }, [mask.buffer, maskNifti.buffer]);
   } finally {
     job.free();
   }
 }
 
+/** The scan goes to the viewer once read, while the rest runs (a copy out of wasm memory, transferred). */
+function postVolume(id, job) {
+  const hu = job.hu();
+  post(
+    {
+      type: FromWorker.VOLUME,
+      id,
+      info: JSON.parse(job.infoJson()),
+      warnings: job.warnings(),
+      dims: Array.from(job.dims()),
+      spacing: Array.from(job.spacing()),
+      hu,
+    },
+    [hu.buffer],
+  );
+}
+
+/** As a helper: one batch through this instance's CPU engine. */
+async function batch({ id, x, shape }) {
+  await loadCore();
+  const entry = await engineFor(Backend.CPU);
+  const probs = await entry.engine.forward(x, new Uint32Array(shape));
+  post({ type: FromWorker.BATCH, id, probs, memory: wasm?.memory?.buffer?.byteLength ?? 0 }, [probs.buffer]);
+}
+
 self.addEventListener("message", async (event) => {
   const msg = event.data;
-  if (msg?.type !== ToWorker.SEGMENT) return;
+  const work = msg?.type === ToWorker.SEGMENT ? segment : msg?.type === ToWorker.BATCH ? batch : null;
+  if (!work) return;
   try {
-    await segment(msg);
+    await work(msg);
   } catch (e) {
     // A wasm trap (a Rust panic) leaves the module unusable: tell the page to replace us.
     const fatal = e instanceof WebAssembly.RuntimeError;

@@ -3,7 +3,8 @@
 // cancel, offline. Run from the repo root: `node --test tests/browser/`.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import os from "node:os";
 import { basename, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
@@ -11,12 +12,16 @@ import {
   SAMPLE,
   chooseBackend,
   chooseFile,
+  clampBelow,
   dice,
   launch,
   makeNifti,
+  maskMl,
   nativeSegment,
   parseNifti,
+  rawGet,
   recordedPage,
+  repeatAlongT,
   requireWebBuild,
   startServer,
   waitSettled,
@@ -24,6 +29,17 @@ import {
 
 /** Main-thread long tasks above this (ms) fail a run: the page must stay responsive. */
 const MAX_LONG_TASK_MS = 200;
+
+/** The sample's exact simulated bleed (28.0 mL), beside it in www/samples/. */
+const SAMPLE_TRUTH = join(ROOT, "www/samples/sample_head_ct_simulated_bleed_mask.nii.gz");
+/**
+ * The page's volume on the sample must lie within 10 % of the truth (2.8 mL of 28.0 mL) and its
+ * mask reach Dice 0.80 against the truth mask: looser than the model card's test split (Dice
+ * 0.905, median |ΔV| 0.62 mL) by a margin for one case, tight enough that a mask shifted by a
+ * few voxels, a wrong voxel size or an empty mask fails.
+ */
+const TRUTH_VOLUME_TOLERANCE = 0.1;
+const TRUTH_MIN_DICE = 0.8;
 
 let server;
 before(async () => {
@@ -51,10 +67,32 @@ describe("ichnet serve", () => {
     assert.ok(etag);
     const again = await fetch(new URL("app.js", server.url), { headers: { "if-none-match": etag } });
     assert.equal(again.status, 304);
-    for (const path of ["/../Cargo.toml", "/%2e%2e/Cargo.toml", "/weights/../Cargo.toml", "/nope.js"]) {
-      const r = await fetch(server.origin + path);
-      assert.equal(r.status, 404, path);
+    // Raw bytes over a socket: fetch would normalise `/../` and `%2e%2e` away before sending, and
+    // the probe would never be a traversal. First, the raw client itself reads a served file.
+    const control = await rawGet(server.port, "/app.js");
+    assert.equal(control.status, 200, "the raw client gets a served file");
+    assert.ok(control.body.equals(readFileSync(join(ROOT, "www/app.js"))), "the raw client reads the body whole");
+    // Each probe names a file that exists outside the served folders (www/ and weights/), so a
+    // server that followed it would answer 200 with that file.
+    const secret = readFileSync(join(ROOT, "Cargo.toml"));
+    const probes = [
+      ["/../Cargo.toml", "www/../Cargo.toml"],
+      ["/%2e%2e/Cargo.toml", "www/../Cargo.toml"],
+      ["/%2E%2E%2FCargo.toml", "www/../Cargo.toml"],
+      ["/..%2fCargo.toml", "www/../Cargo.toml"],
+      ["/samples/../../Cargo.toml", "www/samples/../../Cargo.toml"],
+      ["/weights/../Cargo.toml", "weights/../Cargo.toml"],
+      ["/weights/%2e%2e/Cargo.toml", "weights/../Cargo.toml"],
+      ["/weights/..%5cCargo.toml", "weights/../Cargo.toml"],
+      ["//" + join(ROOT, "Cargo.toml"), "Cargo.toml"],
+    ];
+    for (const [target, lands] of probes) {
+      assert.ok(existsSync(join(ROOT, lands)), `${target}: the file it aims at exists (${lands})`);
+      const r = await rawGet(server.port, target);
+      assert.equal(r.status, 404, `${target} was answered ${r.status}`);
+      assert.ok(r.body.indexOf(secret.subarray(0, 64)) < 0, `${target}: the answer holds Cargo.toml`);
     }
+    assert.equal((await rawGet(server.port, "/nope.js")).status, 404);
     const post = await fetch(server.url, { method: "POST", body: "x" });
     assert.equal(post.status, 405);
   });
@@ -110,6 +148,20 @@ async function segmentSampleEndToEnd({ webgpu, screenshot, input = null }) {
     assert.ok(Math.abs(volWeb - volNative) <= 0.01 * Math.max(volNative, 0.1), `volumes: browser ${volWeb} mL, CLI ${volNative} mL`);
     if (!webgpu) assert.ok(webMask.equals(native.mask), "on the CPU path the .nii.gz bytes equal the CLI's");
 
+    // What the user reads is the report's number.
+    assert.match(text, new RegExp(`Haemorrhage volume\\s*${report.volume_ml.toFixed(1).replace(".", "\\.")} mL`));
+    // And against the truth: the sample's bleed is simulated, so its exact mask ships beside it.
+    if (!input) {
+      const truth = parseNifti(readFileSync(SAMPLE_TRUTH));
+      assert.deepEqual(truth.dims, a.dims);
+      const truthMl = maskMl(truth);
+      assert.ok(Math.abs(truthMl - 28.0) < 0.05, `the truth mask holds ${truthMl} mL; its README says 28.0 mL`);
+      const err = Math.abs(report.volume_ml - truthMl);
+      assert.ok(err <= TRUTH_VOLUME_TOLERANCE * truthMl, `page ${report.volume_ml} mL vs truth ${truthMl.toFixed(2)} mL: off by ${err.toFixed(2)} mL`);
+      const dTruth = dice(a.data, truth.data);
+      assert.ok(dTruth >= TRUTH_MIN_DICE, `Dice between the page's mask and the truth: ${dTruth.toFixed(3)}`);
+    }
+
     // Privacy: only this origin, only GETs, and the scan's bytes in no request.
     const sample = readFileSync(scanPath);
     const probe = sample.subarray(sample.length >> 1, (sample.length >> 1) + 64);
@@ -135,6 +187,9 @@ describe("the sample, end to end", () => {
   test("on the CPU path (no WebGPU flag), matching the CLI", async () => {
     const report = await segmentSampleEndToEnd({ webgpu: false, screenshot: "/tmp/ichnet-result-cpu.png" });
     assert.match(report.backend, /^CPU/);
+    // On a machine with two or more cores the batches were shared between workers, and the mask
+    // still equals the CLI's byte for byte (checked above).
+    if (os.availableParallelism() >= 2) assert.ok(report.workers >= 2, `the network ran on ${report.workers} worker(s)`);
   });
 
   // SwiftShader (software WebGPU, the only adapter on a machine without a GPU) needs well over ten
@@ -147,6 +202,9 @@ describe("the sample, end to end", () => {
       input: join(ROOT, "tests/fixtures/synth/images/synth_00000.nii.gz"),
     });
     assert.match(report.backend, /^WebGPU/);
+    // The known-answer check ran at engine start and passed; the first run was a warm-up.
+    assert.ok(report.known_answer.max_diff <= report.known_answer.tolerance, JSON.stringify(report.known_answer));
+    assert.ok(report.browser_timings.some((t) => t.stage === "warmup"), JSON.stringify(report.browser_timings));
   });
 });
 
@@ -180,19 +238,41 @@ describe("bad inputs, cancel and recovery", () => {
         assert.ok(message.startsWith(name), `${name}: the message names the file: "${message}"`);
       }
 
-      // 4-D: the first volume is used and the page says so.
+      // 4-D: the sample repeated twice along t. The first volume is used, the page says so, and
+      // the run finishes with the 3-D sample's volume (an error here fails the test).
       await page.evaluate(() => (document.body.dataset.state = "test-pending"));
-      const fourD = makeNifti({ dims: [40, 40, 6, 3], pixdim: [4, 4, 5], voxel: (x, y) => (Math.hypot(x - 20, y - 20) < 15 ? 35 : -1000) });
-      await chooseFile(page, "four_d.nii.gz", fourD);
-      await page.waitForFunction(() => !document.getElementById("warnings").hidden || document.body.dataset.state === "error");
-      const notes = (await page.textContent("#warnings")) + (await page.textContent("#error"));
+      await chooseFile(page, "four_d.nii.gz", repeatAlongT(sample(), 2));
+      const fourState = await waitSettled(page);
+      assert.equal(fourState, "done", `the 4-D run ended in ${fourState}: ${await page.textContent("#error")}`);
+      const notes = await page.textContent("#warnings");
       assert.match(notes, /4-D|volumes|first/i, notes);
-      await waitSettled(page);
+      const [fourDl] = await Promise.all([page.waitForEvent("download"), page.click("#dl-report")]);
+      const fourReport = JSON.parse(readFileSync(await fourDl.path(), "utf8"));
+      const threeD = nativeSegment(SAMPLE).json.volume_ml;
+      assert.ok(Math.abs(fourReport.volume_ml - threeD) <= 0.01 * threeD, `4-D ${fourReport.volume_ml} mL vs the 3-D sample's ${threeD} mL`);
+
+      // Values that do not look like HU (no air) are refused, naming the page's option; with
+      // the option ticked the same file segments and the result says the HU were assumed.
+      await page.evaluate(() => (document.body.dataset.state = "test-pending"));
+      const noAir = clampBelow(sample(), -100);
+      await chooseFile(page, "no_air.nii.gz", noAir);
+      assert.equal(await waitSettled(page), "error");
+      assert.match(await page.textContent("#error"), /values are HU/, await page.textContent("#error"));
+      await page.evaluate(() => {
+        document.querySelector("details.options").open = true;
+        document.body.dataset.state = "test-pending";
+      });
+      await page.check("#opt-assume-hu");
+      await chooseFile(page, "no_air.nii.gz", noAir);
+      const assumed = await waitSettled(page);
+      assert.equal(assumed, "done", `with assume_hu: ${await page.textContent("#error")}`);
+      assert.match(await page.textContent("#res-list"), /Hounsfield units\s*assumed/);
+      await page.uncheck("#opt-assume-hu");
 
       // Cancel during the network: the state says so and no result appears.
       await page.evaluate(() => (document.body.dataset.state = "test-pending"));
       await page.click("#sample");
-      await page.waitForFunction(() => /network|CRF/.test(document.getElementById("stage").textContent), null, { timeout: 300_000 });
+      await page.waitForFunction(() => /network|crf/i.test(document.getElementById("stage").textContent), null, { timeout: 300_000 });
       await page.click("#cancel");
       assert.equal(await waitSettled(page), "cancelled");
       assert.equal(await page.isVisible("#results"), false);

@@ -1,65 +1,103 @@
-// Benchmark (reported, never asserted): wasm and weights size, time to first result in headless
-// Chromium for the sample and a 512×512×32 scan, on the CPU path and on SwiftShader WebGPU, and
-// the wasm memory at the end of each run (wasm memory never shrinks: that is the peak).
+// Benchmark (reported, never asserted): wasm and weights size, then for the bundled sample and a
+// 512×512×32 scan, the page's time to a result in headless Chromium (through the ES module API:
+// the same worker, stages and report as the page) next to the native `ichnet segment` of the same
+// file in the same run, and their ratio. The page runs on the CPU path with one worker and with
+// as many as it picks itself (parallel slice batches), and on SwiftShader WebGPU when asked.
 //
-// Run from the repo root after scripts/build-web.sh and a release build of the CLI:
-//   node tests/browser/bench.mjs            (all)      node tests/browser/bench.mjs cpu   (CPU only)
+// Run from the repo root after scripts/build-web.sh and a release build of the CLI
+// (ICHNET_BIN picks another binary):
+//   node tests/browser/bench.mjs            (CPU modes)     node tests/browser/bench.mjs webgpu
+//   BENCH_SCANS=sample node tests/browser/bench.mjs          (the sample only)
+//   BENCH_SCANS=synth node tests/browser/bench.mjs webgpu    (SwiftShader on the 128×128×16 fixture)
 
-import { readFileSync, statSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
-import { ROOT, SAMPLE, chooseBackend, chooseFile, launch, phantomHead, recordedPage, requireWebBuild, startServer, waitSettled } from "./helpers.mjs";
+import { ROOT, SAMPLE, ichnetBin, launch, phantomHead, recordedPage, requireWebBuild, startServer } from "./helpers.mjs";
 
 requireWebBuild();
 const only = process.argv[2];
 const wasmPath = join(ROOT, "www/pkg/ichnet_bg.wasm");
 const wasmBytes = statSync(wasmPath).size;
 const wasmGz = gzipSync(readFileSync(wasmPath), { level: 9 }).length;
-const weightsBytes = statSync(join(ROOT, "weights/ichnet.bpk")).size;
+const weights = join(ROOT, "weights/ichnet.bpk");
 const mb = (n) => (n / 1e6).toFixed(2);
-console.log(`wasm (after wasm-opt): ${mb(wasmBytes)} MB (${mb(wasmGz)} MB gzipped); weights: ${mb(weightsBytes)} MB`);
+console.log(`wasm (after wasm-opt): ${wasmBytes} bytes = ${mb(wasmBytes)} MB (${mb(wasmGz)} MB gzipped); weights: ${mb(statSync(weights).size)} MB`);
+console.log(`native binary: ${ichnetBin()}`);
 
-const scans = [
-  ["sample", readFileSync(SAMPLE)],
-  ["phantom 512x512x32", phantomHead({ nx: 512, ny: 512, nz: 32 })],
+const dir = mkdtempSync(join(tmpdir(), "ichnet-bench-"));
+process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+const allScans = [
+  ["sample", SAMPLE],
+  ["512x512x32", join(dir, "phantom_512x512x32.nii.gz")],
+  // Only when named in BENCH_SCANS: the small fixture SwiftShader finishes in minutes.
+  ["synth", join(ROOT, "tests/fixtures/synth/images/synth_00000.nii.gz")],
 ];
-const modes = [
-  ["cpu", { webgpu: false, backend: "cpu" }],
-  ["webgpu-swiftshader", { webgpu: true, backend: "webgpu" }],
-].filter(([m]) => !only || m.startsWith(only));
+writeFileSync(allScans[1][1], phantomHead({ nx: 512, ny: 512, nz: 32 }));
+const wanted = process.env.BENCH_SCANS?.split(",");
+const scans = allScans.filter(([name]) => (wanted ? wanted.includes(name) : name !== "synth"));
 
+const modes = [
+  ["cpu, 1 worker", { webgpu: false, options: { backend: "cpu", workers: 1 } }],
+  ["cpu, parallel", { webgpu: false, options: { backend: "cpu" } }],
+  ["webgpu-swiftshader", { webgpu: true, options: { backend: "webgpu" } }],
+].filter(([m]) => (only ? m.startsWith(only) : !m.startsWith("webgpu")));
+
+/** Native `ichnet segment` of `path`: wall seconds (process start to exit) and its report. */
+function native(path) {
+  const out = join(dir, "native_mask.nii.gz");
+  const t0 = process.hrtime.bigint();
+  const stdout = execFileSync(ichnetBin(), ["segment", path, "-o", out, "--json", "--weights", weights], { encoding: "utf8", maxBuffer: 1 << 24 });
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { s, report: JSON.parse(stdout) };
+}
+
+/** The page's ES module on `bytes` in a fresh browser: seconds from the call to the result, and the report. */
+async function page(server, bytes, { webgpu, options }) {
+  const browser = await launch({ webgpu });
+  try {
+    // No service worker: Playwright's routing does not see requests a service worker answers.
+    const { page: p } = await recordedPage(browser, { serviceWorkers: "block" });
+    await p.route("**/bench-scan.nii.gz", (route) => route.fulfill({ body: bytes, contentType: "application/gzip" }));
+    await p.goto(server.url);
+    return await p.evaluate(async (opts) => {
+      const { segment } = await import("/embed.js");
+      const scan = await (await fetch("/bench-scan.nii.gz")).arrayBuffer();
+      const t0 = performance.now();
+      const { report } = await segment(scan, opts);
+      return { s: (performance.now() - t0) / 1000, report };
+    }, options);
+  } finally {
+    await browser.close();
+  }
+}
+
+const ms = (timings) => (timings ?? []).map(({ stage, ms: v }) => `${stage} ${Math.round(v)}`).join(", ");
 const server = await startServer();
 try {
-  for (const [mode, { webgpu, backend }] of modes) {
-    for (const [name, bytes] of scans) {
-      const browser = await launch({ webgpu });
+  for (const [name, path] of scans) {
+    const bytes = readFileSync(path);
+    for (const [mode, cfg] of modes) {
+      // Native right before each page run, so each ratio compares two runs minutes apart at most.
+      const n = native(path);
+      let r;
       try {
-        const { page } = await recordedPage(browser);
-        await page.goto(server.url);
-        await chooseBackend(page, backend);
-        const t0 = Date.now();
-        await chooseFile(page, `${name.replace(/\W+/g, "_")}.nii.gz`, bytes);
-        const state = await waitSettled(page, 1_800_000);
-        const wall = Date.now() - t0;
-        if (state !== "done") {
-          console.log(`${mode} | ${name}: ${state}: ${await page.textContent("#error")}`);
-          continue;
-        }
-        const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#dl-report")]);
-        const report = JSON.parse(readFileSync(await dl.path(), "utf8"));
-        const longest = Math.max(0, ...((await page.longTasks()) ?? []));
-        const t = Object.fromEntries(report.timings.map(({ stage, ms }) => [stage, ms]));
-        console.log(
-          `${mode} | ${name}: first result ${(wall / 1000).toFixed(1)} s ` +
-            `(read ${t.read}, brain ${t.brain}, engine ${t.engine}, network ${t.network}, crf ${t.crf}, write ${t.write} ms); ` +
-            `backend ${report.backend}; peak wasm memory ${mb(report.wasm_memory_bytes ?? 0)} MB; ` +
-            `longest main-thread task ${longest} ms; ${report.volume_ml?.toFixed(1)} mL`,
-        );
-      } finally {
-        await browser.close();
+        r = await page(server, bytes, cfg);
+      } catch (e) {
+        console.log(`${name} | ${mode}: failed: ${e.message}`);
+        continue;
       }
+      const rep = r.report;
+      console.log(
+        `${name} | ${mode}: page ${r.s.toFixed(1)} s [${ms(rep.browser_timings)}; ${ms(rep.timings)} ms] ` +
+          `${rep.workers} worker(s), backend ${rep.backend}${rep.known_answer ? ` (known-answer max diff ${rep.known_answer.max_diff})` : ""}, peak wasm memory ${mb(rep.wasm_memory_bytes ?? 0)} MB${rep.helper_wasm_memory_bytes ? ` (helper ${mb(rep.helper_wasm_memory_bytes)} MB)` : ""}, ${rep.volume_ml?.toFixed(2)} mL | ` +
+          `native segment ${n.s.toFixed(1)} s [${ms(n.report.timings)} ms], ${n.report.volume_ml?.toFixed(2)} mL | ` +
+          `page/native ${(r.s / n.s).toFixed(2)}×`,
+      );
     }
   }
 } finally {
-  server.stop();
+  await server.stop();
 }

@@ -18,8 +18,31 @@ function nativeResult() {
   return native;
 }
 
+/**
+ * The page's report must be the CLI's report plus the browser's own fields: the same keys with
+ * the same values (numbers to float noise), and the same stage names in `timings`.
+ */
+function assertSameReport(page, cli) {
+  for (const [k, v] of Object.entries(cli)) {
+    assert.ok(k in page, `the page's report lacks the CLI's "${k}"`);
+    if (k === "timings") {
+      assert.deepEqual(page.timings.map((t) => t.stage), v.map((t) => t.stage), "stage names and order");
+      for (const t of page.timings) assert.ok(Number.isFinite(t.ms) && t.ms >= 0, `timing ${JSON.stringify(t)}`);
+    } else if (typeof v === "number") {
+      assert.ok(Math.abs(page[k] - v) <= 1e-6 * Math.max(1, Math.abs(v)), `${k}: page ${page[k]}, CLI ${v}`);
+    } else if (k === "abc2") {
+      for (const [kk, vv] of Object.entries(v)) assert.ok(Math.abs(page.abc2[kk] - vv) <= 1e-6 * Math.max(1, Math.abs(vv)), `abc2.${kk}: page ${page.abc2[kk]}, CLI ${vv}`);
+    } else {
+      assert.deepEqual(page[k], v, k);
+    }
+  }
+  const extra = Object.keys(page).filter((k) => !(k in cli)).sort();
+  const browserFields = ["backend", "backend_note", "browser_timings", "helper_wasm_memory_bytes", "known_answer", "wasm_memory_bytes", "workers"];
+  for (const k of extra) assert.ok(browserFields.includes(k), `the page's report has "${k}", neither the CLI's nor a documented browser field`);
+}
+
 describe("ES module API", () => {
-  test("segment(bytes, { onProgress }) resolves with the mask and the numbers", async () => {
+  test("segment(bytes, { onProgress }) resolves with { report, mask_nifti }: the CLI's report and mask", async () => {
     requireWebBuild();
     const browser = await launch();
     try {
@@ -32,21 +55,49 @@ describe("ES module API", () => {
         const r = await segment(bytes, { onProgress: (p) => stages.push(p.stage) });
         return {
           stages: [...new Set(stages)],
-          volumeMl: r.volumeMl,
-          abc2: r.abc2,
-          backend: r.backend,
+          keys: Object.keys(r).sort(),
+          report: r.report,
           callerKeptBytes: bytes.byteLength > 0,
-          mask: Array.from(r.maskNifti),
+          mask: Array.from(r.mask_nifti),
         };
       });
       assert.ok(out.callerKeptBytes, "the caller's buffer is not detached");
+      assert.deepEqual(out.keys, ["mask_nifti", "report"]);
       assert.deepEqual(out.stages.slice(-1), ["done"]);
-      assert.ok(out.stages.includes("network"));
-      assert.ok(Number.isFinite(out.volumeMl));
-      assert.ok(Number.isFinite(out.abc2.ml));
-      const { mask: nativeMask } = nativeResult();
+      const { mask: nativeMask, json } = nativeResult();
+      // Progress names the core's stages, in the CLI report's order.
+      assert.deepEqual(out.stages.filter((s) => json.timings.some((t) => t.stage === s)), json.timings.map((t) => t.stage));
+      assertSameReport(out.report, json);
       const d = dice(parseNifti(Buffer.from(out.mask)).data, parseNifti(nativeMask).data);
       assert.ok(d >= 0.99, `Dice vs the CLI: ${d}`);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  test("the CLI's options reach the core: no CRF and a threshold give the CLI's answer for the same flags", async () => {
+    requireWebBuild();
+    const browser = await launch();
+    try {
+      const { page } = await recordedPage(browser);
+      await page.goto(server.url);
+      const out = await page.evaluate(async () => {
+        const { segment } = await import("/embed.js");
+        const bytes = await (await fetch("/samples/sample_head_ct_simulated_bleed.nii.gz")).arrayBuffer();
+        const r = await segment(bytes, { crf: null, threshold: 0.3 });
+        const bad = await segment(bytes, { crf: { appearance_weight: -1 } }).catch((e) => e.message);
+        const typo = await segment(bytes, { treshold: 0.3 }).catch((e) => e.message);
+        return { report: r.report, mask: Array.from(r.mask_nifti), bad, typo };
+      });
+      const native = nativeSegment(SAMPLE, ["--no-crf", "--threshold", "0.3"]);
+      assert.equal(out.report.crf, false);
+      assert.equal(out.report.threshold, 0.3);
+      assertSameReport(out.report, native.json);
+      assert.ok(Buffer.from(out.mask).equals(native.mask), "the mask bytes equal the CLI's with --no-crf --threshold 0.3");
+      // The defaults give another answer, so the options were not ignored.
+      assert.notEqual(out.report.volume_ml, nativeResult().json.volume_ml);
+      assert.match(out.bad, /appearance_weight/, out.bad);
+      assert.match(out.typo, /treshold/, out.typo);
     } finally {
       await browser.close();
     }
@@ -93,7 +144,8 @@ describe("iframe protocol", () => {
         window.ichnetHost.send("sample_head_ct_simulated_bleed.nii.gz", bytes);
       });
       await page.waitForFunction(() => window.ichnetHost.result || window.ichnetHost.error, null, { timeout: 600_000, polling: 500 });
-      const { result, error, mask, events } = await page.evaluate(() => ({
+      const { result, error, mask, events, keys } = await page.evaluate(() => ({
+        keys: Object.keys(window.ichnetHost.lastMessage ?? {}).sort(),
         result: window.ichnetHost.result,
         error: window.ichnetHost.error,
         mask: Array.from(window.ichnetHost.maskNifti ?? []),
@@ -101,10 +153,16 @@ describe("iframe protocol", () => {
       }));
       assert.equal(error, null);
       assert.ok(events.includes("ichnet:progress"));
+      assert.deepEqual(keys, ["id", "mask_nifti", "report", "type"], "the ES module's result shape, plus the message's type and id");
       const { json } = nativeResult();
-      const nativeMl = json.volume_ml;
-      assert.ok(Math.abs(result.volume_ml - nativeMl) <= 0.01 * Math.max(nativeMl, 0.1), `${result.volume_ml} vs ${nativeMl}`);
-      assert.ok(parseNifti(Buffer.from(mask)).dims.length >= 3);
+      assertSameReport(result, json);
+      // The mask itself, against the CLI's: same grid, same voxels.
+      const a = parseNifti(Buffer.from(mask));
+      const b = parseNifti(nativeResult().mask);
+      assert.deepEqual(a.dims, b.dims);
+      assert.deepEqual(a.srow, b.srow);
+      const d = dice(a.data, b.data);
+      assert.ok(d >= 0.99, `Dice between the iframe's mask and the CLI's: ${d}`);
     } finally {
       await browser.close();
     }

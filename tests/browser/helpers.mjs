@@ -4,7 +4,7 @@
 
 import { spawn, execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -94,8 +94,8 @@ export async function launch({ webgpu = false } = {}) {
  * A page that records every request and every long task (> 50 ms, as the browser defines it) on
  * the main thread; `page.longTasks()` reads the durations back.
  */
-export async function recordedPage(browser, { acceptDownloads = true } = {}) {
-  const context = await browser.newContext({ acceptDownloads, viewport: { width: 1400, height: 1000 } });
+export async function recordedPage(browser, { acceptDownloads = true, serviceWorkers = "allow" } = {}) {
+  const context = await browser.newContext({ acceptDownloads, serviceWorkers, viewport: { width: 1400, height: 1000 } });
   await context.addInitScript(() => {
     window.__longTasks = [];
     try {
@@ -136,6 +136,29 @@ export async function chooseFile(page, name, buffer) {
   const path = join(dir, name);
   writeFileSync(path, Buffer.from(buffer));
   await page.setInputFiles("#file", path);
+}
+
+/**
+ * One HTTP/1.1 GET of `target` sent as raw bytes over a socket: no URL parser sees it, so `/../`
+ * and `%2e%2e` reach the server exactly as written (fetch and the browser normalise both away).
+ * Resolves with `{ status, body: Buffer }`.
+ */
+export function rawGet(port, target) {
+  return new Promise((resolve, reject) => {
+    const sock = connect(port, "127.0.0.1");
+    const chunks = [];
+    sock.setTimeout(10_000, () => sock.destroy(new Error(`no answer to GET ${target} within 10 s`)));
+    sock.on("connect", () => sock.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`, "latin1"));
+    sock.on("data", (d) => chunks.push(d));
+    sock.on("error", reject);
+    sock.on("end", () => {
+      const all = Buffer.concat(chunks);
+      const m = all.toString("latin1", 0, Math.min(all.length, 64)).match(/^HTTP\/1\.[01] (\d{3}) /);
+      if (!m) return reject(new Error(`GET ${target}: no HTTP status line in the answer`));
+      const split = all.indexOf("\r\n\r\n");
+      resolve({ status: Number(m[1]), body: split < 0 ? Buffer.alloc(0) : all.subarray(split + 4) });
+    });
+  });
 }
 
 // ---- NIfTI in JS (only what the tests need) ---------------------------------------------------
@@ -180,6 +203,47 @@ export function dice(a, b) {
     inter += x && y;
   }
   return na + nb === 0 ? 1 : (2 * inter) / (na + nb);
+}
+
+/** Volume in mL of the non-zero voxels of a parsed NIfTI (voxel count × |pixdim| product / 1000). */
+export function maskMl(nifti) {
+  let n = 0;
+  for (const v of nifti.data) n += v !== 0;
+  const [dx, dy, dz] = nifti.pixdim.slice(1, 4).map(Math.abs);
+  return (n * dx * dy * dz) / 1000;
+}
+
+/**
+ * A 4-D copy of a 3-D NIfTI-1 file: the volume repeated `nt` times along t (dim[0] = 4). The
+ * reader must use the first volume, so the result must equal the 3-D file's.
+ */
+export function repeatAlongT(buf, nt) {
+  let b = Buffer.from(buf);
+  if (b[0] === 0x1f && b[1] === 0x8b) b = gunzipSync(b);
+  if (b.readInt32LE(0) !== 348) throw new Error("the 4-D helper handles little-endian NIfTI-1 only");
+  const voxOffset = b.readFloatLE(108);
+  const header = Buffer.from(b.subarray(0, voxOffset));
+  const data = b.subarray(voxOffset);
+  header.writeInt16LE(4, 40);
+  header.writeInt16LE(nt, 48); // dim[4]: dim[i] sits at byte 40 + 2i
+  return gzipSync(Buffer.concat([header, ...Array.from({ length: nt }, () => data)]), { level: 1 });
+}
+
+/**
+ * A copy of an int16 NIfTI-1 file with every value below `floor` raised to it: with the floor
+ * above −200 HU there is no air any more, so the reader takes the values for "not HU", while the
+ * brain (0–100 HU) is still there to find.
+ */
+export function clampBelow(buf, floor) {
+  let b = Buffer.from(buf);
+  if (b[0] === 0x1f && b[1] === 0x8b) b = gunzipSync(b);
+  if (b.readInt32LE(0) !== 348 || b.readInt16LE(70) !== 4) throw new Error("the clamp helper handles little-endian int16 NIfTI-1 only");
+  const out = Buffer.from(b);
+  const slope = b.readFloatLE(112) || 1;
+  const inter = b.readFloatLE(116);
+  const raw = Math.ceil((floor - inter) / slope);
+  for (let o = b.readFloatLE(108); o + 1 < out.length; o += 2) if (out.readInt16LE(o) < raw) out.writeInt16LE(raw, o);
+  return gzipSync(out, { level: 1 });
 }
 
 /**
