@@ -403,7 +403,7 @@ pub fn segment_and_compare(
     use crate::pipeline::{Prepared, run_network};
     let run = |bytes: &[u8]| -> Result<(Prepared, crate::pipeline::Segmentation, f64)> {
         let t = std::time::Instant::now();
-        let mut prep = Prepared::new(bytes)?;
+        let mut prep = Prepared::new(bytes, opts.assume_hu)?;
         run_network(&mut prep, model, device, opts.batch_slices, &mut |_| true)?;
         if let Some(c) = &opts.crf {
             prep.apply_crf(c, &mut |_, _| true)?;
