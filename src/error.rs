@@ -41,6 +41,14 @@ pub enum Error {
         bytes: usize,
     },
 
+    // ---- DICOM (io::dicom) -----------------------------------------------------------------------
+    /// Files that hold no DICOM image the reader can use (none at all, or only non-image objects).
+    #[error("{0}")]
+    NotDicom(String),
+    /// More than one series could be read: the caller must choose one (page) or pass `--series`.
+    #[error("{0}")]
+    SeveralSeries(String),
+
     // ---- processing ---------------------------------------------------------------------------
     /// Arguments that do not fit together (mask shape vs. volume shape, options out of range).
     #[error("{0}")]

@@ -143,6 +143,23 @@ impl Job {
         Ok(Job::new(Scan::from_pair(hdr, img).map_err(js)?))
     }
 
+    /// Read what the user dropped: files of a DICOM folder, a `.zip` of a study, or one NIfTI
+    /// (routed by content, as `ichnet info DIR_OR_FILES…` does). `series` picks a Series Instance
+    /// UID when the files hold several (see [`list_series`]).
+    #[wasm_bindgen(js_name = readFiles)]
+    pub fn read_files(
+        names: Vec<String>,
+        buffers: Vec<Uint8Array>,
+        series: Option<String>,
+    ) -> Result<Job, JsError> {
+        let files = names
+            .into_iter()
+            .zip(buffers.iter().map(|b| b.to_vec()))
+            .collect();
+        let opts = crate::io::ReadOptions { series };
+        Ok(Job::new(crate::io::read_files(files, &opts).map_err(js)?))
+    }
+
     fn new(scan: Scan) -> Job {
         Job {
             stage: Rc::new(RefCell::new(Stage::Read(Box::new(scan)))),
@@ -278,6 +295,19 @@ impl Job {
     }
 }
 
+/// The DICOM series among dropped files, as JSON (`[{uid, number, description, modality, images,
+/// rows, cols}]`), so the page can offer a choice before reading one.
+#[wasm_bindgen(js_name = listSeries)]
+pub fn list_series(names: Vec<String>, buffers: Vec<Uint8Array>) -> Result<String, JsError> {
+    let files: Vec<(String, Vec<u8>)> = names
+        .into_iter()
+        .zip(buffers.iter().map(|b| b.to_vec()))
+        .collect();
+    let list = crate::io::list_series(files).map_err(js)?;
+    serde_json::to_string(&list)
+        .map_err(|e| JsError::new(&format!("the series list could not be encoded: {e}")))
+}
+
 /// What a finished job hands to the page.
 #[wasm_bindgen]
 pub struct Output {
@@ -290,6 +320,13 @@ impl Output {
     #[wasm_bindgen(js_name = maskNifti)]
     pub fn mask_nifti(&self) -> Uint8Array {
         Uint8Array::from(self.seg.mask_nifti_gz.as_slice())
+    }
+
+    /// The mask as a binary DICOM SEG of the source series (`segment --seg-out`); empty for a
+    /// NIfTI input.
+    #[wasm_bindgen(js_name = maskSeg)]
+    pub fn mask_seg(&self) -> Uint8Array {
+        Uint8Array::from(self.seg.mask_seg_dcm.as_deref().unwrap_or(&[]))
     }
 
     /// The mask in stack order (0/1), for the viewer's overlay.
