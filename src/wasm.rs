@@ -149,13 +149,10 @@ impl Job {
     #[wasm_bindgen(js_name = readFiles)]
     pub fn read_files(
         names: Vec<String>,
-        buffers: Vec<Uint8Array>,
+        buffers: js_sys::Array,
         series: Option<String>,
     ) -> Result<Job, JsError> {
-        let files = names
-            .into_iter()
-            .zip(buffers.iter().map(|b| b.to_vec()))
-            .collect();
+        let files = named_buffers(names, &buffers);
         let opts = crate::io::ReadOptions { series };
         Ok(Job::new(crate::io::read_files(files, &opts).map_err(js)?))
     }
@@ -298,14 +295,19 @@ impl Job {
 /// The DICOM series among dropped files, as JSON (`[{uid, number, description, modality, images,
 /// rows, cols}]`), so the page can offer a choice before reading one.
 #[wasm_bindgen(js_name = listSeries)]
-pub fn list_series(names: Vec<String>, buffers: Vec<Uint8Array>) -> Result<String, JsError> {
-    let files: Vec<(String, Vec<u8>)> = names
-        .into_iter()
-        .zip(buffers.iter().map(|b| b.to_vec()))
-        .collect();
+pub fn list_series(names: Vec<String>, buffers: js_sys::Array) -> Result<String, JsError> {
+    let files = named_buffers(names, &buffers);
     let list = crate::io::list_series(files).map_err(js)?;
     serde_json::to_string(&list)
         .map_err(|e| JsError::new(&format!("the series list could not be encoded: {e}")))
+}
+
+/// `(name, bytes)` pairs from parallel arrays of names and `ArrayBuffer`s / `Uint8Array`s.
+fn named_buffers(names: Vec<String>, buffers: &js_sys::Array) -> Vec<(String, Vec<u8>)> {
+    names
+        .into_iter()
+        .zip(buffers.iter().map(|b| Uint8Array::new(&b).to_vec()))
+        .collect()
 }
 
 /// What a finished job hands to the page.

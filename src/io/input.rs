@@ -88,8 +88,7 @@ fn pair(files: &[(String, Vec<u8>)], nifti: &[usize]) -> Option<Result<Scan>> {
     }
     let stem = |n: &str| {
         let l = n.to_lowercase();
-        let l = l.strip_suffix(".gz").unwrap_or(&l).to_string();
-        l
+        l.strip_suffix(".gz").unwrap_or(&l).to_string()
     };
     let (a, b) = (stem(&files[0].0), stem(&files[1].0));
     let (hdr, img) = if a.ends_with(".hdr") && b.ends_with(".img") {

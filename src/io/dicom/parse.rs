@@ -52,8 +52,6 @@ pub(crate) const IDENTITY_TAGS: [Tag; 9] = [
 /// One image plane: a frame of a file, where it lies and how its values become HU.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    /// Index of the file in the list given to the reader.
-    pub file: usize,
     /// Frame number inside that file (0 for single-frame images).
     pub frame: u32,
     /// Image Position (Patient) of the first pixel, LPS mm.
@@ -137,7 +135,7 @@ pub fn header(file: usize, bytes: &[u8]) -> Result<Parsed> {
             identity.values.push((t, v));
         }
     }
-    let frames = frames(&obj, file, nframes as u32);
+    let frames = frames(&obj, nframes as u32);
     Ok(Parsed::Image(Box::new(Header {
         file,
         transfer_syntax: ts,
@@ -173,13 +171,12 @@ pub fn open(bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject> {
 
 /// One [`Frame`] per frame: top-level attributes for classic images, functional groups
 /// (per-frame first, then shared) for enhanced multi-frame images.
-fn frames(obj: &InMemDicomObject, file: usize, n: u32) -> Vec<Frame> {
+fn frames(obj: &InMemDicomObject, n: u32) -> Vec<Frame> {
     let shared = first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
     let per_frame = obj
         .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
         .and_then(|e| e.items());
     let top = Frame {
-        file,
         frame: 0,
         pos: fixed::<3>(obj, tags::IMAGE_POSITION_PATIENT),
         iop: fixed::<6>(obj, tags::IMAGE_ORIENTATION_PATIENT),
@@ -206,7 +203,6 @@ fn frames(obj: &InMemDicomObject, file: usize, n: u32) -> Vec<Frame> {
             };
             let take = |v: Option<Vec<f64>>| v.and_then(|v| v.first().copied());
             Frame {
-                file,
                 frame: f,
                 pos: arr(
                     tags::PLANE_POSITION_SEQUENCE,

@@ -79,8 +79,8 @@ impl<'a> Decoder<'a> {
 
     /// The HU values of `frame` (`rows × cols`, row-major) into `out`.
     pub fn frame(&mut self, h: &Header, frame: &Frame, out: &mut [f32]) -> Result<()> {
-        let name = self
-            .files
+        let files = self.files;
+        let name = files
             .get(h.file)
             .map(|(n, _)| n.as_str())
             .unwrap_or("?");
