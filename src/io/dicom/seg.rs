@@ -295,6 +295,12 @@ pub(crate) fn write(src: &Source, mask: &[u8], opts: &SegOptions) -> Result<Vec<
         sq(&mut f, tags::SEGMENT_IDENTIFICATION_SEQUENCE, vec![ident]);
         if let Some(Some(r)) = src.slice_refs.get(k) {
             let mut source = reference(r);
+            // The SEG frame is on the source slice's own grid: highdicom and viewers index by it.
+            source.put(DataElement::new(
+                tags::SPATIAL_LOCATIONS_PRESERVED,
+                VR::CS,
+                PrimitiveValue::from("YES"),
+            ));
             sq(
                 &mut source,
                 tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
