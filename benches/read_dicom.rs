@@ -57,14 +57,29 @@ fn dicom_files(stack: &Stack) -> Vec<(String, Vec<u8>)> {
             let put = |o: &mut InMemDicomObject, t, vr, v: String| {
                 o.put(DataElement::new(t, vr, PrimitiveValue::from(v)));
             };
-            put(&mut o, tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE.into());
+            put(
+                &mut o,
+                tags::SOP_CLASS_UID,
+                VR::UI,
+                uids::CT_IMAGE_STORAGE.into(),
+            );
             put(&mut o, tags::SOP_INSTANCE_UID, VR::UI, format!("2.25.1{k}"));
             put(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, "2.25.2".into());
             put(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, "2.25.3".into());
             put(&mut o, tags::MODALITY, VR::CS, "CT".into());
-            put(&mut o, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL".into());
+            put(
+                &mut o,
+                tags::IMAGE_TYPE,
+                VR::CS,
+                "ORIGINAL\\PRIMARY\\AXIAL".into(),
+            );
             // Stack x runs to patient Right = DICOM −x; y to Anterior = DICOM −y.
-            put(&mut o, tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "-1\\0\\0\\0\\-1\\0".into());
+            put(
+                &mut o,
+                tags::IMAGE_ORIENTATION_PATIENT,
+                VR::DS,
+                "-1\\0\\0\\0\\-1\\0".into(),
+            );
             put(
                 &mut o,
                 tags::IMAGE_POSITION_PATIENT,
@@ -85,15 +100,28 @@ fn dicom_files(stack: &Stack) -> Vec<(String, Vec<u8>)> {
             ] {
                 o.put(DataElement::new(t, VR::US, PrimitiveValue::from(v)));
             }
-            put(&mut o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2".into());
+            put(
+                &mut o,
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                "MONOCHROME2".into(),
+            );
             let px: Vec<u8> = stack
                 .slice(k)
                 .iter()
-                .flat_map(|&v| ((v.round() as i32 + 1024).clamp(-32768, 32767) as i16).to_le_bytes())
+                .flat_map(|&v| {
+                    ((v.round() as i32 + 1024).clamp(-32768, 32767) as i16).to_le_bytes()
+                })
                 .collect();
-            o.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(px)));
+            o.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OW,
+                PrimitiveValue::from(px),
+            ));
             let file = o
-                .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+                .with_meta(
+                    FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN),
+                )
                 .expect("meta");
             let mut bytes = Vec::new();
             file.write_all(&mut bytes).expect("write");

@@ -16,8 +16,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ichnet::io::{self, Affine, ReadOptions, Scan};
 use ichnet::Error;
+use ichnet::io::{self, Affine, ReadOptions, Scan};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -113,7 +113,11 @@ fn max_affine_diff(a: &Affine, b: &Affine, dims: (usize, usize, usize)) -> f64 {
 /// largest HU difference (0 for lossless syntaxes).
 fn assert_same(ours: &Scan, theirs: &Scan, tol_hu: f32) -> f32 {
     assert_eq!(ours.stack.dims(), theirs.stack.dims(), "stack dims");
-    let d = max_affine_diff(&ours.stack_affine(), &theirs.stack_affine(), ours.stack.dims());
+    let d = max_affine_diff(
+        &ours.stack_affine(),
+        &theirs.stack_affine(),
+        ours.stack.dims(),
+    );
     assert!(
         d <= 0.01,
         "affines differ by {d} mm:\nours   {:?}\ntheirs {:?}",
@@ -127,7 +131,10 @@ fn assert_same(ours: &Scan, theirs: &Scan, tol_hu: f32) -> f32 {
         .zip(theirs.stack.hu.iter())
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(worst <= tol_hu, "HU differ by up to {worst} (allowed {tol_hu})");
+    assert!(
+        worst <= tol_hu,
+        "HU differ by up to {worst} (allowed {tol_hu})"
+    );
     worst
 }
 
@@ -155,7 +162,11 @@ fn every_supported_transfer_syntax_equals_dcm2niix() {
         let Some(outs) = dcm2niix(name) else { return };
         let theirs = &outs[0].1;
         assert_eq!(ours.stack.dims(), theirs.stack.dims());
-        let d = max_affine_diff(&ours.stack_affine(), &theirs.stack_affine(), ours.stack.dims());
+        let d = max_affine_diff(
+            &ours.stack_affine(),
+            &theirs.stack_affine(),
+            ours.stack.dims(),
+        );
         assert!(d <= 0.01, "{name}: affines differ by {d} mm");
         let diffs: Vec<f64> = ours
             .stack
@@ -167,7 +178,10 @@ fn every_supported_transfer_syntax_equals_dcm2niix() {
         let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
         let max = diffs.iter().copied().fold(0.0, f64::max);
         eprintln!("{name}: mean |ΔHU| {mean:.3}, max {max} against dcm2niix");
-        assert!(mean <= unit, "{name}: mean |ΔHU| {mean} over one stored unit {unit}");
+        assert!(
+            mean <= unit,
+            "{name}: mean |ΔHU| {mean} over one stored unit {unit}"
+        );
     }
     // 12-bit JPEG Extended: dicom-rs's pure-Rust decoder (jpeg-decoder) does not decode 12-bit
     // lossy JPEG; the answer must be a sentence naming the file, not a panic.
@@ -186,8 +200,14 @@ fn shuffled_mixed_folder_needs_a_choice_then_equals_dcm2niix() {
     let msg = err.to_string();
     assert!(matches!(err, Error::SeveralSeries(_)), "{msg}");
     assert!(!msg.contains('\n'), "one line: {msg}");
-    assert!(msg.contains("HEAD 6mm") && msg.contains("BONE 6mm"), "{msg}");
-    assert!(!msg.contains("Fixture^Cranium") && !msg.contains("FIXTURE-0051"), "{msg}");
+    assert!(
+        msg.contains("HEAD 6mm") && msg.contains("BONE 6mm"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("Fixture^Cranium") && !msg.contains("FIXTURE-0051"),
+        "{msg}"
+    );
     let ours = read_zip("mixed.zip", Some("2")).expect("series 2");
     let w = ours.warnings.join(" | ");
     assert!(w.contains("1 file(s) that are not DICOM"), "{w}");
@@ -195,7 +215,9 @@ fn shuffled_mixed_folder_needs_a_choice_then_equals_dcm2niix() {
     assert_eq!(ours.stack.dims(), (27, 128, 128));
     let by_uid = read_zip("mixed.zip", Some("1.2.826.0.1.3680043.10.1447.1.3")).expect("by UID");
     assert_eq!(by_uid.stack.dims().0, 3);
-    let Some(outs) = dcm2niix("mixed.zip") else { return };
+    let Some(outs) = dcm2niix("mixed.zip") else {
+        return;
+    };
     let theirs = &outs
         .iter()
         .find(|(_, s)| s.stack.dims() == (27, 128, 128))
@@ -205,15 +227,27 @@ fn shuffled_mixed_folder_needs_a_choice_then_equals_dcm2niix() {
 }
 
 #[test]
-#[ignore = "open: differs from dcm2niix by up to 1494 HU (frame order or per-frame rescale); see the DICOM issue's note"]
-fn enhanced_multiframe_ct_equals_dcm2niix() {
+fn enhanced_multiframe_ct_equals_the_single_frame_series() {
+    // Frames stored in reverse order with per-frame rescale; the volume must be the same as the
+    // single-frame series of the same slices. Frames with slope 2 store round((HU + 2048) / 2),
+    // so odd HU lose 1: the bound is that quantisation, not the reader.
+    // (dcm2niix 1.0.20220720 reads this synthetic Enhanced CT file differently, by up to 1494 HU:
+    // not used as the oracle here.)
     let ours = read_zip("multiframe.zip", None).expect("multi-frame");
     assert_eq!(ours.stack.dims(), (12, 64, 64));
-    let Some(outs) = dcm2niix("multiframe.zip") else { return };
-    assert_same(&ours, &outs[0].1, 0.0);
-    // and the same volume as the single-frame series of the same slices
     let single = read_zip("ts-explicit-le.zip", None).expect("single-frame");
-    assert_eq!(ours.stack.hu, single.stack.hu);
+    assert_eq!(ours.stack_affine(), single.stack_affine());
+    let worst = ours
+        .stack
+        .hu
+        .iter()
+        .zip(single.stack.hu.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1.0,
+        "multi-frame differs from single-frame by {worst} HU"
+    );
 }
 
 /// Sample `s` (trilinear) at world point `w`; `None` outside the grid.
@@ -244,8 +278,16 @@ fn sample(s: &Scan, w: [f64; 3]) -> Option<f32> {
         z.clamp(0.0, nz as f64 - 1.0),
     );
     let (x0, y0, z0) = (x.floor() as usize, y.floor() as usize, z.floor() as usize);
-    let (x1, y1, z1) = ((x0 + 1).min(nx - 1), (y0 + 1).min(ny - 1), (z0 + 1).min(nz - 1));
-    let (fx, fy, fz) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32, (z - z0 as f64) as f32);
+    let (x1, y1, z1) = (
+        (x0 + 1).min(nx - 1),
+        (y0 + 1).min(ny - 1),
+        (z0 + 1).min(nz - 1),
+    );
+    let (fx, fy, fz) = (
+        (x - x0 as f64) as f32,
+        (y - y0 as f64) as f32,
+        (z - z0 as f64) as f32,
+    );
     let h = &s.stack.hu;
     let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
     let c = |z, y| lerp(h[[z, y, x0]], h[[z, y, x1]], fx);
@@ -296,12 +338,22 @@ fn world_compare(ours: &Scan, theirs: &Scan) -> (usize, f64, f32) {
 #[ignore = "open: world-space mean |ΔHU| 282 against dcm2niix's tilt-corrected output; see the DICOM issue's note"]
 fn gantry_tilt_is_a_sheared_grid_matching_dcm2niix_in_world_space() {
     let ours = read_zip("tilt.zip", None).expect("tilted series");
-    assert_eq!(ours.stack.dims(), (12, 64, 64), "no resampling: the stored slices");
-    assert!(ours.warnings.iter().any(|w| w.contains("15.0°")), "{:?}", ours.warnings);
+    assert_eq!(
+        ours.stack.dims(),
+        (12, 64, 64),
+        "no resampling: the stored slices"
+    );
+    assert!(
+        ours.warnings.iter().any(|w| w.contains("15.0°")),
+        "{:?}",
+        ours.warnings
+    );
     // the untilted series has the same pixels: only the grid is sheared
     let flat = read_zip("ts-explicit-le.zip", None).expect("untilted");
     assert_eq!(ours.stack.hu, flat.stack.hu);
-    let Some(outs) = dcm2niix("tilt.zip") else { return };
+    let Some(outs) = dcm2niix("tilt.zip") else {
+        return;
+    };
     let theirs = &outs
         .iter()
         .find(|(n, _)| n.contains("Tilt"))
@@ -317,9 +369,18 @@ fn gantry_tilt_is_a_sheared_grid_matching_dcm2niix_in_world_space() {
 fn unequal_spacing_is_resampled_with_a_warning_and_matches_dcm2niix_in_world_space() {
     let ours = read_zip("unequal.zip", None).expect("unequal series");
     let w = ours.warnings.join(" | ");
-    assert!(w.contains("unequally spaced") && w.contains("median step 4.50 mm"), "{w}");
-    assert!((ours.stack.spacing[0] - 4.5).abs() < 1e-3, "{:?}", ours.stack.spacing);
-    let Some(outs) = dcm2niix("unequal.zip") else { return };
+    assert!(
+        w.contains("unequally spaced") && w.contains("median step 4.50 mm"),
+        "{w}"
+    );
+    assert!(
+        (ours.stack.spacing[0] - 4.5).abs() < 1e-3,
+        "{:?}",
+        ours.stack.spacing
+    );
+    let Some(outs) = dcm2niix("unequal.zip") else {
+        return;
+    };
     let theirs = &outs
         .iter()
         .find(|(n, _)| n.contains("Eq"))
@@ -342,7 +403,10 @@ fn refusals_are_one_clear_sentence() {
     let mr = read_zip("mr.zip", None).expect_err("MR is refused");
     assert!(mr.to_string().contains("modality MR"), "{mr}");
     let none = io::read_files(
-        vec![("a.txt".into(), b"hello".to_vec()), ("b.bin".into(), vec![0; 300])],
+        vec![
+            ("a.txt".into(), b"hello".to_vec()),
+            ("b.bin".into(), vec![0; 300]),
+        ],
         &ReadOptions::default(),
     )
     .expect_err("no DICOM");
@@ -365,10 +429,14 @@ fn refusals_are_one_clear_sentence() {
 
 #[test]
 fn a_single_nifti_still_routes_to_the_nifti_reader() {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ct/cranium_promed0051_half.nii.gz");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ct/cranium_promed0051_half.nii.gz");
     let bytes = fs::read(&p).unwrap();
-    let a = io::read_files(vec![("x.nii.gz".into(), bytes.clone())], &ReadOptions::default())
-        .expect("nifti");
+    let a = io::read_files(
+        vec![("x.nii.gz".into(), bytes.clone())],
+        &ReadOptions::default(),
+    )
+    .expect("nifti");
     let b = Scan::from_bytes(&bytes).unwrap();
     assert_eq!(a.stack, b.stack);
     assert!(a.info.dicom.is_none() && !a.is_dicom());
@@ -458,7 +526,9 @@ fn real_ge_tilted_unequal_slices_match_dcm2niix_in_world_space() {
     let w = ours.warnings.join(" | ");
     assert!(w.contains("18.5°"), "{w}");
     assert!(w.contains("unequally spaced"), "{w}");
-    let Some(outs) = dcm2niix("ge-tilt-subset.zip") else { return };
+    let Some(outs) = dcm2niix("ge-tilt-subset.zip") else {
+        return;
+    };
     let theirs = &outs
         .iter()
         .find(|(n, _)| n.contains("Tilt") && n.contains("Eq"))

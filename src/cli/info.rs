@@ -38,7 +38,10 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             .map_err(|e| Error::InvalidInput(format!("the report could not be written: {e}")))?;
         println!("{text}");
     } else {
-        print!("{}", text_report(&shown(&args.scan), &scan.info, &scan.warnings));
+        print!(
+            "{}",
+            text_report(&shown(&args.scan), &scan.info, &scan.warnings)
+        );
     }
     Ok(())
 }
@@ -180,11 +183,17 @@ fn text_report(path: &str, i: &ScanInfo, warnings: &[String]) -> String {
             "series",
             format!(
                 "{}\"{}\", {} images, {}{}",
-                d.series_number.map(|n| format!("#{n} ")).unwrap_or_default(),
+                d.series_number
+                    .map(|n| format!("#{n} "))
+                    .unwrap_or_default(),
                 d.series_description,
                 d.images,
                 d.transfer_syntax,
-                if d.resampled { ", resampled to equal steps" } else { "" }
+                if d.resampled {
+                    ", resampled to equal steps"
+                } else {
+                    ""
+                }
             ),
         );
         line("series UID", d.series_uid.clone());

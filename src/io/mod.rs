@@ -188,7 +188,11 @@ impl Scan {
         for file_axis in 0..3 {
             let stack_axis = self.reorient.stack_axis[file_axis];
             let col = 2 - stack_axis;
-            let sign = if self.reorient.flip[file_axis] { -1.0 } else { 1.0 };
+            let sign = if self.reorient.flip[file_axis] {
+                -1.0
+            } else {
+                1.0
+            };
             let last = self.reorient.file_dims[file_axis].saturating_sub(1) as f64;
             for r in 0..3 {
                 out[r][col] = sign * a[r][file_axis];

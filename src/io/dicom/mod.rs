@@ -83,13 +83,7 @@ impl std::fmt::Display for SeriesSummary {
         write!(
             f,
             "{} ({num}\"{}\", {} {}, {} images {}×{})",
-            self.uid,
-            self.description,
-            self.modality,
-            "series",
-            self.images,
-            self.cols,
-            self.rows
+            self.uid, self.description, self.modality, "series", self.images, self.cols, self.rows
         )
     }
 }
@@ -322,9 +316,7 @@ fn choose(
             let want = want.trim();
             let hits: Vec<_> = summaries
                 .iter()
-                .filter(|(_, s)| {
-                    s.uid == want || s.number.is_some_and(|n| n.to_string() == want)
-                })
+                .filter(|(_, s)| s.uid == want || s.number.is_some_and(|n| n.to_string() == want))
                 .collect();
             if hits.is_empty() {
                 return Err(Error::InvalidInput(format!(
@@ -425,12 +417,19 @@ fn build(
     if modality != "CT" {
         return Err(Error::Unsupported(format!(
             "the series is modality {} (\"{}\"), not CT: this tool segments head CT only",
-            if modality.is_empty() { "unknown" } else { modality },
+            if modality.is_empty() {
+                "unknown"
+            } else {
+                modality
+            },
             h0.series_description
         )));
     }
     let (rows, cols) = (h0.rows, h0.cols);
-    if let Some((h, _)) = frames.iter().find(|(h, _)| h.rows != rows || h.cols != cols) {
+    if let Some((h, _)) = frames
+        .iter()
+        .find(|(h, _)| h.rows != rows || h.cols != cols)
+    {
         return Err(Error::BadHeader(format!(
             "the images of the series have inconsistent dimensions: {cols}×{rows} and {}×{} \
              (columns × rows)",
@@ -440,7 +439,10 @@ fn build(
     let missing = || Error::BadHeader("an image has no position or orientation".into());
     let iop = f0.iop.ok_or_else(missing)?;
     let spacing = f0.spacing.ok_or_else(missing)?;
-    if !(spacing.iter().all(|&v| v.is_finite() && v > 0.0 && v < 100.0)) {
+    if !(spacing
+        .iter()
+        .all(|&v| v.is_finite() && v > 0.0 && v < 100.0))
+    {
         return Err(Error::BadHeader(format!(
             "pixel spacing {:?} mm is not a plausible CT pixel size",
             spacing
@@ -478,7 +480,10 @@ fn build(
             before - order.len()
         ));
     }
-    if let Some(w) = order.windows(2).find(|w| (w[1].0 - w[0].0).abs() < SAME_PLANE_MM) {
+    if let Some(w) = order
+        .windows(2)
+        .find(|w| (w[1].0 - w[0].0).abs() < SAME_PLANE_MM)
+    {
         return Err(Error::BadHeader(format!(
             "two different images lie at the same position {:.2} mm along the slice normal: the \
              files mix two acquisitions of one series (files {} and {})",
@@ -575,7 +580,10 @@ fn build(
             (0..nk).map(SliceFrom::One).collect(),
         )
     };
-    let tilt = dot(unit(step_vec).unwrap_or(n), n).clamp(-1.0, 1.0).acos().to_degrees();
+    let tilt = dot(unit(step_vec).unwrap_or(n), n)
+        .clamp(-1.0, 1.0)
+        .acos()
+        .to_degrees();
     if tilt > 0.01 {
         warnings.push(format!(
             "the slices are tilted {tilt:.1}° against their normal (gantry tilt): the volume \

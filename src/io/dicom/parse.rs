@@ -108,8 +108,8 @@ pub fn header(file: usize, bytes: &[u8]) -> Result<Parsed> {
     let obj = open(bytes, true)?;
     let meta = obj.meta();
     let ts = trim(meta.transfer_syntax());
-    let sop_class = text(&obj, tags::SOP_CLASS_UID)
-        .unwrap_or_else(|| trim(meta.media_storage_sop_class_uid()));
+    let sop_class =
+        text(&obj, tags::SOP_CLASS_UID).unwrap_or_else(|| trim(meta.media_storage_sop_class_uid()));
     let rows = int(&obj, tags::ROWS);
     let cols = int(&obj, tags::COLUMNS);
     let (Some(rows), Some(cols)) = (rows, cols) else {
@@ -185,7 +185,12 @@ fn frames(obj: &InMemDicomObject, n: u32) -> Vec<Frame> {
         inter: float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
     };
     if shared.is_none() && per_frame.is_none() {
-        return (0..n).map(|f| Frame { frame: f, ..top.clone() }).collect();
+        return (0..n)
+            .map(|f| Frame {
+                frame: f,
+                ..top.clone()
+            })
+            .collect();
     }
     (0..n)
         .map(|f| {
@@ -198,9 +203,7 @@ fn frames(obj: &InMemDicomObject, n: u32) -> Vec<Frame> {
                     .filter_map(|g| first_item(g, seq))
                     .find_map(|item| floats(item, tag))
             };
-            let arr = |seq: Tag, tag: Tag, fallback: Option<Vec<f64>>| {
-                find(seq, tag).or(fallback)
-            };
+            let arr = |seq: Tag, tag: Tag, fallback: Option<Vec<f64>>| find(seq, tag).or(fallback);
             let take = |v: Option<Vec<f64>>| v.and_then(|v| v.first().copied());
             Frame {
                 frame: f,

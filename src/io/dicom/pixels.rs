@@ -18,7 +18,10 @@ use crate::{Error, Result};
 pub const SUPPORTED: [(&str, &str); 9] = [
     ("1.2.840.10008.1.2", "Implicit VR Little Endian"),
     ("1.2.840.10008.1.2.1", "Explicit VR Little Endian"),
-    ("1.2.840.10008.1.2.1.99", "Deflated Explicit VR Little Endian"),
+    (
+        "1.2.840.10008.1.2.1.99",
+        "Deflated Explicit VR Little Endian",
+    ),
     ("1.2.840.10008.1.2.2", "Explicit VR Big Endian"),
     ("1.2.840.10008.1.2.5", "RLE Lossless"),
     ("1.2.840.10008.1.2.4.50", "JPEG Baseline"),
@@ -35,7 +38,10 @@ const REFUSED: [(&str, &str); 8] = [
     ("1.2.840.10008.1.2.4.91", "JPEG 2000"),
     ("1.2.840.10008.1.2.4.92", "JPEG 2000 Part 2 Lossless"),
     ("1.2.840.10008.1.2.4.93", "JPEG 2000 Part 2"),
-    ("1.2.840.10008.1.2.4.201", "High-Throughput JPEG 2000 Lossless"),
+    (
+        "1.2.840.10008.1.2.4.201",
+        "High-Throughput JPEG 2000 Lossless",
+    ),
     ("1.2.840.10008.1.2.4.203", "High-Throughput JPEG 2000"),
 ];
 
@@ -80,10 +86,7 @@ impl<'a> Decoder<'a> {
     /// The HU values of `frame` (`rows × cols`, row-major) into `out`.
     pub fn frame(&mut self, h: &Header, frame: &Frame, out: &mut [f32]) -> Result<()> {
         let files = self.files;
-        let name = files
-            .get(h.file)
-            .map(|(n, _)| n.as_str())
-            .unwrap_or("?");
+        let name = files.get(h.file).map(|(n, _)| n.as_str()).unwrap_or("?");
         self.frame_inner(h, frame, out)
             .map_err(|e| crate::io::in_file(name, e))
     }
@@ -172,7 +175,10 @@ impl<'a> Decoder<'a> {
             *o = if v.is_finite() { v } else { NONFINITE_HU };
         };
         match (bytes_per, h.signed) {
-            (1, false) => out.iter_mut().zip(data).for_each(|(o, &b)| put(o, f64::from(b))),
+            (1, false) => out
+                .iter_mut()
+                .zip(data)
+                .for_each(|(o, &b)| put(o, f64::from(b))),
             (1, true) => out
                 .iter_mut()
                 .zip(data)

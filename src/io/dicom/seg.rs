@@ -88,7 +88,12 @@ pub(crate) fn write(src: &Source, mask: &[u8], opts: &SegOptions) -> Result<Vec<
         o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
     };
     s(&mut o, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
-    s(&mut o, tags::SOP_CLASS_UID, VR::UI, uids::SEGMENTATION_STORAGE);
+    s(
+        &mut o,
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        uids::SEGMENTATION_STORAGE,
+    );
     s(&mut o, tags::SOP_INSTANCE_UID, VR::UI, &sop_instance);
     // Patient and study: copied from the source so the SEG files with its study.
     for (tag, v) in &src.identity.values {
@@ -173,7 +178,12 @@ pub(crate) fn write(src: &Source, mask: &[u8], opts: &SegOptions) -> Result<Vec<
     ));
     s(&mut o, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
     o.put(us(tags::SAMPLES_PER_PIXEL, 1));
-    s(&mut o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+    s(
+        &mut o,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2",
+    );
     o.put(us(tags::ROWS, src.rows as u16));
     o.put(us(tags::COLUMNS, src.cols as u16));
     o.put(us(tags::BITS_ALLOCATED, 1));
@@ -203,7 +213,12 @@ pub(crate) fn write(src: &Source, mask: &[u8], opts: &SegOptions) -> Result<Vec<
 
     // Multi-frame Dimension: segment number, then position.
     let mut org = InMemDicomObject::new_empty();
-    s(&mut org, tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dimension_org);
+    s(
+        &mut org,
+        tags::DIMENSION_ORGANIZATION_UID,
+        VR::UI,
+        &dimension_org,
+    );
     sq(&mut o, tags::DIMENSION_ORGANIZATION_SEQUENCE, vec![org]);
     s(&mut o, tags::DIMENSION_ORGANIZATION_TYPE, VR::CS, "3D");
     let dim = |pointer: Tag, group: Tag, label: &str| {
@@ -218,7 +233,12 @@ pub(crate) fn write(src: &Source, mask: &[u8], opts: &SegOptions) -> Result<Vec<
             VR::AT,
             PrimitiveValue::from(group),
         ));
-        s(&mut d, tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dimension_org);
+        s(
+            &mut d,
+            tags::DIMENSION_ORGANIZATION_UID,
+            VR::UI,
+            &dimension_org,
+        );
         s(&mut d, tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label);
         d
     };
@@ -269,7 +289,11 @@ pub(crate) fn write(src: &Source, mask: &[u8], opts: &SegOptions) -> Result<Vec<
         &ds_list(&src.iop),
     );
     sq(&mut shared, tags::PLANE_ORIENTATION_SEQUENCE, vec![orient]);
-    sq(&mut o, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]);
+    sq(
+        &mut o,
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+        vec![shared],
+    );
 
     // Per frame: dimension index, position, segment, source image.
     let mut per_frame = Vec::with_capacity(nk);
@@ -321,7 +345,11 @@ pub(crate) fn write(src: &Source, mask: &[u8], opts: &SegOptions) -> Result<Vec<
         }
         per_frame.push(f);
     }
-    sq(&mut o, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame);
+    sq(
+        &mut o,
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        per_frame,
+    );
 
     // Common Instance Reference: every source instance of the series.
     let mut seen: Vec<&InstanceRef> = Vec::new();
@@ -340,7 +368,12 @@ pub(crate) fn write(src: &Source, mask: &[u8], opts: &SegOptions) -> Result<Vec<
         })
         .collect();
     let mut series = InMemDicomObject::new_empty();
-    s(&mut series, tags::SERIES_INSTANCE_UID, VR::UI, &src.series_uid);
+    s(
+        &mut series,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        &src.series_uid,
+    );
     sq(&mut series, tags::REFERENCED_INSTANCE_SEQUENCE, refs);
     sq(&mut o, tags::REFERENCED_SERIES_SEQUENCE, vec![series]);
 
