@@ -143,8 +143,21 @@ impl<'a> Decoder<'a> {
                 )));
             }
         }
-        let px = obj
-            .decode_pixel_data_frame(frame.frame)
+        // dicom-rs 0.10's RLE decoder indexes past a damaged segment's end (found by
+        // `mutated_series_never_panic`); natively that panic becomes this file's error. wasm32 has
+        // no unwinding, so there the page's worker dies instead and reports it.
+        #[cfg(not(target_arch = "wasm32"))]
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            obj.decode_pixel_data_frame(frame.frame)
+        }))
+        .map_err(|_| {
+            Error::Unsupported(
+                "the compressed pixel data is damaged: the decoder could not read it".into(),
+            )
+        })?;
+        #[cfg(target_arch = "wasm32")]
+        let decoded = obj.decode_pixel_data_frame(frame.frame);
+        let px = decoded
             .map_err(|e| Error::Unsupported(format!("the pixel data cannot be decoded ({e})")))?;
         if px.rows() != h.rows || px.columns() != h.cols {
             return Err(Error::BadHeader(format!(
