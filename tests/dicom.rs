@@ -157,7 +157,8 @@ fn every_supported_transfer_syntax_equals_dcm2niix() {
     }
     // Lossy JPEG: two decoders differ in inverse-DCT rounding, so the check is the mean difference
     // (within one stored unit: 16 HU for the 8-bit baseline series, 1 HU for the 12-bit one).
-    for (name, unit) in [("ts-jpeg-baseline.zip", 16.0)] {
+    {
+        let (name, unit) = ("ts-jpeg-baseline.zip", 16.0);
         let ours = read_zip(name, None).unwrap_or_else(|e| panic!("{name}: {e}"));
         let Some(outs) = dcm2niix(name) else { return };
         let theirs = &outs[0].1;
@@ -296,6 +297,7 @@ fn sample(s: &Scan, w: [f64; 3]) -> Option<f32> {
     Some(lerp(p0, p1, fz))
 }
 
+#[allow(clippy::needless_range_loop)]
 fn invert3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
     let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
         - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])

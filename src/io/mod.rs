@@ -185,8 +185,7 @@ impl Scan {
         for r in 0..3 {
             out[r][3] = a[r][3];
         }
-        for file_axis in 0..3 {
-            let stack_axis = self.reorient.stack_axis[file_axis];
+        for (file_axis, &stack_axis) in self.reorient.stack_axis.iter().enumerate() {
             let col = 2 - stack_axis;
             let sign = if self.reorient.flip[file_axis] {
                 -1.0
@@ -194,10 +193,10 @@ impl Scan {
                 1.0
             };
             let last = self.reorient.file_dims[file_axis].saturating_sub(1) as f64;
-            for r in 0..3 {
-                out[r][col] = sign * a[r][file_axis];
+            for (o, row) in out.iter_mut().zip(a.iter()).take(3) {
+                o[col] = sign * row[file_axis];
                 if self.reorient.flip[file_axis] {
-                    out[r][3] += a[r][file_axis] * last;
+                    o[3] += row[file_axis] * last;
                 }
             }
         }

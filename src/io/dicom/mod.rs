@@ -82,8 +82,8 @@ impl std::fmt::Display for SeriesSummary {
         let num = self.number.map(|n| format!("#{n} ")).unwrap_or_default();
         write!(
             f,
-            "{} ({num}\"{}\", {} {}, {} images {}×{})",
-            self.uid, self.description, self.modality, "series", self.images, self.cols, self.rows
+            "{} ({num}\"{}\", {} series, {} images {}×{})",
+            self.uid, self.description, self.modality, self.images, self.cols, self.rows
         )
     }
 }
