@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 say() { printf '== %s\n' "$*"; }
 
 # Debian packages: Chromium + its driver for the browser tests, lavapipe so native wgpu has a
-# (software) Vulkan device on machines without a GPU.
+# (software) Vulkan device on machines without a GPU; dcm2niix, the oracle of tests/dicom.rs.
 need_apt=()
-for pkg in chromium chromium-driver mesa-vulkan-drivers; do
+for pkg in chromium chromium-driver mesa-vulkan-drivers dcm2niix; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -17,6 +17,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Python: pydicom + highdicom check the DICOM SEG output in tests/dicom.rs.
+if ! python3 -c "import pydicom, highdicom, numpy" >/dev/null 2>&1; then
+  say "pip install pydicom highdicom numpy"
+  python3 -m pip install --quiet pydicom highdicom numpy
 fi
 
 # Rust: the wasm target and the lint/format components.

@@ -83,6 +83,14 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    // ---- DICOM (io::dicom) -----------------------------------------------------------------------
+    /// Files that hold no DICOM image the reader can use (none at all, or only non-image objects).
+    #[error("{0}")]
+    NotDicom(String),
+    /// More than one series could be read: the caller must choose one (page) or pass `--series`.
+    #[error("{0}")]
+    SeveralSeries(String),
+
     // ---- processing ---------------------------------------------------------------------------
     /// Two grids that must be the same are not (a mask for another scan, a truncated array).
     #[error("{what}: expected {} voxels (x×y×z) but got {}", dims_text(*expected), dims_text(*found))]

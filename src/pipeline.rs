@@ -81,6 +81,9 @@ pub struct Segmentation {
     /// The mask as gzipped NIfTI-1 in the input file's voxel grid and affine.
     #[serde(skip)]
     pub mask_nifti_gz: Vec<u8>,
+    /// For a DICOM input: the mask as a binary DICOM SEG of the source series.
+    #[serde(skip)]
+    pub mask_seg_dcm: Option<Vec<u8>>,
     /// Haemorrhage volume, mL (voxel count × voxel volume).
     pub volume_ml: f64,
     /// The bedside ABC/2 estimate with its A, B, C.
@@ -389,6 +392,9 @@ impl Prepared {
         let min_voxels = (MIN_COMPONENT_ML / stack.voxel_ml.max(1e-12)).ceil() as usize;
         remove_small_components(&mut mask, min_voxels.max(1))?;
         let mask_nifti_gz = self.scan.mask_nifti_gz(&mask)?;
+        let mask_seg_dcm = self
+            .scan
+            .mask_seg_dcm(&mask, &crate::io::dicom::seg::SegOptions::default())?;
         let abc2 = metrics::abc2(&mask, stack)?;
         let mut timings = self.timings.clone();
         timings.push(Timing {
@@ -410,6 +416,7 @@ impl Prepared {
             warnings,
             mask,
             mask_nifti_gz,
+            mask_seg_dcm,
         })
     }
 }
@@ -517,7 +524,46 @@ pub fn segment(
     };
     opts.check()?;
     go(progress, stage::BRAIN, 0, 1)?;
-    let mut prep = Prepared::new(bytes, opts.assume_hu)?;
+    let prep = Prepared::new(bytes, opts.assume_hu)?;
+    segment_prepared(prep, model, device, opts, progress)
+}
+
+/// [`segment`] of a scan already read (a DICOM series, a zip: see [`crate::io::read_files`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn segment_scan(
+    scan: Scan,
+    model: &IchNet,
+    device: &Device,
+    opts: &SegmentOptions,
+    progress: &mut dyn FnMut(Progress<'_>) -> bool,
+) -> Result<Segmentation> {
+    opts.check()?;
+    if !progress(Progress {
+        stage: stage::BRAIN,
+        done: 0,
+        total: 1,
+    }) {
+        return Err(Error::Cancelled);
+    }
+    let prep = Prepared::from_scan(scan, opts.assume_hu)?;
+    segment_prepared(prep, model, device, opts, progress)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn segment_prepared(
+    mut prep: Prepared,
+    model: &IchNet,
+    device: &Device,
+    opts: &SegmentOptions,
+    progress: &mut dyn FnMut(Progress<'_>) -> bool,
+) -> Result<Segmentation> {
+    let go = |p: &mut dyn FnMut(Progress<'_>) -> bool, stage, done, total| {
+        if p(Progress { stage, done, total }) {
+            Ok(())
+        } else {
+            Err(Error::Cancelled)
+        }
+    };
     run_network(&mut prep, model, device, opts.batch_slices, progress)?;
     if let Some(cfg) = &opts.crf {
         let mut cancelled = false;

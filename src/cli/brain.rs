@@ -8,13 +8,18 @@ use ichnet::preprocess::{
 };
 use ichnet::{Error, Result};
 
-use super::info::read_scan;
+use super::info::{read_inputs, shown};
 
 /// Extract the brain from a head CT: mask file, volume in mL.
 #[derive(clap::Args, Debug)]
 pub struct BrainArgs {
-    /// The scan: .nii, .nii.gz, or .hdr/.img (the other half is found beside it).
-    pub scan: PathBuf,
+    /// The scan: .nii, .nii.gz, .hdr/.img (the other half is found beside it), or a DICOM
+    /// series as a folder, files or a .zip.
+    #[arg(required = true, num_args = 1..)]
+    pub scan: Vec<PathBuf>,
+    /// The DICOM series to read when the input holds several (Series Instance UID or number).
+    #[arg(long, value_name = "UID")]
+    pub series: Option<String>,
     /// Where to write the mask (.nii.gz, same grid and affine as the scan).
     #[arg(short, long)]
     pub output: PathBuf,
@@ -29,7 +34,7 @@ pub struct BrainArgs {
 /// Read, extract, write, report.
 pub fn run(args: &BrainArgs) -> Result<()> {
     let t0 = Instant::now();
-    let scan = read_scan(&args.scan)?;
+    let scan = read_inputs(&args.scan, args.series.as_deref())?;
     let t_read = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mask = brain_mask(&scan.stack)?;
@@ -58,7 +63,7 @@ pub fn run(args: &BrainArgs) -> Result<()> {
     }
     if args.json {
         let out = serde_json::json!({
-            "scan": args.scan.display().to_string(),
+            "scan": shown(&args.scan),
             "mask": args.output.display().to_string(),
             "brain_ml": ml,
             "voxels": voxels,

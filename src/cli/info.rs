@@ -1,7 +1,8 @@
 //! `ichnet info`: what the reader makes of a scan, for people (text) or machines (`--json`).
 //!
-//! Takes `.nii`/`.nii.gz` and either half of an Analyze-style pair (`.hdr`/`.img`, each possibly
-//! gzipped): the other half is looked for beside it, so a user never names two files.
+//! Takes `.nii`/`.nii.gz`, either half of an Analyze-style pair (`.hdr`/`.img`, each possibly
+//! gzipped: the other half is looked for beside it, so a user never names two files), or a DICOM
+//! series: a folder (read recursively), several files, or a `.zip` of a study.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,13 @@ use ichnet::{Error, Result};
 /// Print a scan's header, geometry, HU range and warnings.
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
-    /// The scan: .nii, .nii.gz, or .hdr/.img (the other half is found beside it).
-    pub scan: PathBuf,
+    /// The scan: .nii, .nii.gz, .hdr/.img (the other half is found beside it), or a DICOM
+    /// series as a folder, files or a .zip.
+    #[arg(required = true, num_args = 1..)]
+    pub scan: Vec<PathBuf>,
+    /// The DICOM series to read when the input holds several (Series Instance UID or number).
+    #[arg(long, value_name = "UID")]
+    pub series: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -21,10 +27,10 @@ pub struct InfoArgs {
 
 /// Read the scan and print what it holds.
 pub fn run(args: &InfoArgs) -> Result<()> {
-    let scan = read_scan(&args.scan)?;
+    let scan = read_inputs(&args.scan, args.series.as_deref())?;
     if args.json {
         let out = serde_json::json!({
-            "file": args.scan.display().to_string(),
+            "file": shown(&args.scan),
             "info": scan.info,
             "warnings": scan.warnings,
         });
@@ -32,9 +38,66 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             .map_err(|e| Error::InvalidInput(format!("the report could not be written: {e}")))?;
         println!("{text}");
     } else {
-        print!("{}", text_report(&args.scan, &scan.info, &scan.warnings));
+        print!(
+            "{}",
+            text_report(&shown(&args.scan), &scan.info, &scan.warnings)
+        );
     }
     Ok(())
+}
+
+/// The inputs as one line for reports.
+pub fn shown(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Read a scan from what the user named: one NIfTI file (or half of a pair), or DICOM folders,
+/// files and zips, all through [`io::read_files`] so the page and the CLI accept the same inputs.
+pub fn read_inputs(paths: &[PathBuf], series: Option<&str>) -> Result<Scan> {
+    if let [one] = paths
+        && one.is_file()
+        && pair_role(one).is_some()
+    {
+        return read_scan(one);
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        collect(p, &mut files)?;
+    }
+    if files.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{}: no files were found there",
+            shown(paths)
+        )));
+    }
+    io::read_files(
+        files,
+        &io::ReadOptions {
+            series: series.map(str::to_string),
+        },
+    )
+}
+
+/// Every file under `path` (recursively, in name order) as `(name, bytes)`.
+fn collect(path: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for e in entries {
+            collect(&e, out)?;
+        }
+        Ok(())
+    } else {
+        out.push((path.display().to_string(), read(path)?));
+        Ok(())
+    }
 }
 
 /// Read a scan from a path, pairing `.hdr` with `.img` (or the reverse) by name.
@@ -105,7 +168,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The people-readable report.
-fn text_report(path: &Path, i: &ScanInfo, warnings: &[String]) -> String {
+fn text_report(path: &str, i: &ScanInfo, warnings: &[String]) -> String {
     let join = |v: &[String]| v.join(" × ");
     let dims: Vec<String> = i.dims.iter().map(|d| d.to_string()).collect();
     let pixdim: Vec<String> = i.pixdim.iter().map(|d| format!("{d:.4}")).collect();
@@ -114,7 +177,27 @@ fn text_report(path: &Path, i: &ScanInfo, warnings: &[String]) -> String {
     let voxels = (nz * ny * nx) as f64;
     let mut s = String::new();
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<14}{v}\n"));
-    line("file", path.display().to_string());
+    line("file", path.to_string());
+    if let Some(d) = &i.dicom {
+        line(
+            "series",
+            format!(
+                "{}\"{}\", {} images, {}{}",
+                d.series_number
+                    .map(|n| format!("#{n} "))
+                    .unwrap_or_default(),
+                d.series_description,
+                d.images,
+                d.transfer_syntax,
+                if d.resampled {
+                    ", resampled to equal steps"
+                } else {
+                    ""
+                }
+            ),
+        );
+        line("series UID", d.series_uid.clone());
+    }
     line(
         "format",
         format!(

@@ -13,11 +13,18 @@ use ichnet::{Error, Result};
 /// Segment intracerebral haemorrhage in a head CT.
 #[derive(clap::Args, Debug)]
 pub struct SegmentArgs {
-    /// The scan (.nii or .nii.gz).
-    pub scan: PathBuf,
+    /// The scan: .nii, .nii.gz, .hdr/.img, or a DICOM series as a folder, files or a .zip.
+    #[arg(required = true, num_args = 1..)]
+    pub scan: Vec<PathBuf>,
+    /// The DICOM series to read when the input holds several (Series Instance UID or number).
+    #[arg(long, value_name = "UID")]
+    pub series: Option<String>,
     /// Where to write the mask (.nii.gz, on the scan's own voxel grid).
     #[arg(short, long)]
     pub out: PathBuf,
+    /// Also write the mask as a binary DICOM Segmentation of the source series (DICOM input only).
+    #[arg(long, value_name = "FILE.dcm")]
+    pub seg_out: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -76,7 +83,13 @@ pub fn load_model(weights: Option<&Path>, device: &Device) -> Result<IchNet> {
 pub fn run(a: &SegmentArgs) -> Result<()> {
     let device = device(a.gpu);
     let net = load_model(a.weights.as_deref(), &device)?;
-    let bytes = fs::read(&a.scan).map_err(|e| Error::io(&a.scan, e))?;
+    let scan = super::info::read_inputs(&a.scan, a.series.as_deref())?;
+    if a.seg_out.is_some() && !scan.is_dicom() {
+        return Err(Error::InvalidInput(
+            "--seg-out writes a DICOM Segmentation, which needs a DICOM input; this scan is NIfTI"
+                .into(),
+        ));
+    }
     let opts = SegmentOptions {
         threshold: a.threshold,
         crf: if a.no_crf {
@@ -88,14 +101,17 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
         ..SegmentOptions::default()
     };
     let quiet = a.json;
-    let seg = pipeline::segment(&bytes, &net, &device, &opts, &mut |p| {
-        if !quiet && p.stage == "network" && p.done == p.total {
+    let seg = pipeline::segment_scan(scan, &net, &device, &opts, &mut |p| {
+        if !quiet && p.stage == ichnet::pipeline::stage::NETWORK && p.done == p.total {
             eprintln!("network: {} slices done", p.total);
         }
         true
     })
-    .map_err(|e| ichnet::io::in_file(&a.scan.display().to_string(), e))?;
+    .map_err(|e| ichnet::io::in_file(&super::info::shown(&a.scan), e))?;
     fs::write(&a.out, &seg.mask_nifti_gz).map_err(|e| Error::io(&a.out, e))?;
+    if let (Some(path), Some(bytes)) = (&a.seg_out, &seg.mask_seg_dcm) {
+        fs::write(path, bytes).map_err(|e| Error::io(path, e))?;
+    }
     if a.json {
         let text = serde_json::to_string_pretty(&seg)
             .map_err(|e| Error::InvalidInput(format!("JSON report: {e}")))?;
@@ -118,6 +134,9 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
             if seg.crf { "on" } else { "off" },
             a.out.display()
         );
+        if let Some(path) = &a.seg_out {
+            println!("DICOM SEG written to {}", path.display());
+        }
     }
     Ok(())
 }

@@ -45,6 +45,8 @@ pub enum AffineSource {
     Qform,
     /// Neither: voxel sizes only (Analyze-style), origin at voxel 0.
     Pixdim,
+    /// A DICOM series: Image Orientation/Position (Patient) and Pixel Spacing, LPS turned RAS.
+    Dicom,
 }
 
 impl AffineSource {
@@ -54,6 +56,7 @@ impl AffineSource {
             AffineSource::Sform => "sform",
             AffineSource::Qform => "qform",
             AffineSource::Pixdim => "pixdim",
+            AffineSource::Dicom => "dicom",
         }
     }
 }

@@ -20,14 +20,17 @@
 //! - Size limits: [`MAX_VOXELS`], [`MAX_DATA_BYTES`].
 
 mod decode;
+pub mod dicom;
 mod geometry;
 mod gz;
 mod header;
+mod input;
 mod layout;
 mod write;
 
 pub use decode::NONFINITE_HU;
 pub use geometry::{Affine, AffineSource, Geometry};
+pub use input::{ReadOptions, list_series, read_files};
 pub use layout::{MAX_DATA_BYTES, MAX_VOXELS};
 pub use write::{Storage, write_nifti_gz, write_stack_nifti_gz};
 
@@ -81,6 +84,9 @@ pub struct ScanInfo {
     pub hu_max: f32,
     /// Volume of one voxel in mL (|det| of the affine's 3×3 part / 1000).
     pub voxel_ml: f64,
+    /// For a DICOM series: which series it is (never who the patient is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dicom: Option<dicom::DicomInfo>,
 }
 
 /// A scan read from NIfTI bytes: HU on the canonical stack, plus what is needed to write results
@@ -95,6 +101,8 @@ pub struct Scan {
     pub warnings: Vec<String>,
     geometry: Geometry,
     reorient: Reorient,
+    /// For a DICOM series: what a DICOM SEG of a mask must reference.
+    dicom: Option<Box<dicom::Source>>,
 }
 
 impl Scan {
@@ -178,6 +186,53 @@ impl Scan {
         write::write_u8_file_order(&self.geometry, &file)
     }
 
+    /// Whether the scan came from DICOM (and so can have its mask written as a DICOM SEG).
+    pub fn is_dicom(&self) -> bool {
+        self.dicom.is_some()
+    }
+
+    /// A mask in stack order as a binary DICOM Segmentation of the source series: one frame per
+    /// slice, referencing the source images and frame of reference. `None` for a NIfTI scan.
+    pub fn mask_seg_dcm(
+        &self,
+        mask: &Array3<u8>,
+        opts: &dicom::seg::SegOptions,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(src) = &self.dicom else {
+            return Ok(None);
+        };
+        let file = self.to_file_order(mask)?;
+        dicom::seg::write(src, &file, opts).map(Some)
+    }
+
+    /// The voxel-to-world affine (RAS+, mm) of the canonical stack: column 0 maps stack `x`,
+    /// column 1 `y`, column 2 `z`. Two readings of one scan agree here whatever their files'
+    /// axis orders.
+    pub fn stack_affine(&self) -> Affine {
+        let a = &self.info.affine;
+        let mut out = [[0.0; 4]; 4];
+        out[3][3] = 1.0;
+        for r in 0..3 {
+            out[r][3] = a[r][3];
+        }
+        for (file_axis, &stack_axis) in self.reorient.stack_axis.iter().enumerate() {
+            let col = 2 - stack_axis;
+            let sign = if self.reorient.flip[file_axis] {
+                -1.0
+            } else {
+                1.0
+            };
+            let last = self.reorient.file_dims[file_axis].saturating_sub(1) as f64;
+            for (o, row) in out.iter_mut().zip(a.iter()).take(3) {
+                o[col] = sign * row[file_axis];
+                if self.reorient.flip[file_axis] {
+                    o[3] += row[file_axis] * last;
+                }
+            }
+        }
+        out
+    }
+
     /// Values in stack order, rearranged into the file's voxel order (`i` fastest).
     pub fn to_file_order<T: Copy + Default>(&self, stack: &Array3<T>) -> Result<Vec<T>> {
         let want = self.stack.dims();
@@ -218,7 +273,8 @@ pub fn in_file(name: &str, e: Error) -> Error {
         | Error::TooLarge(_)
         | Error::NotHu { .. }
         | Error::BlankScan { .. }
-        | Error::NoBrain { .. } => Error::InFile {
+        | Error::NoBrain { .. }
+        | Error::NotDicom(_) => Error::InFile {
             file: name.to_string(),
             source: Box::new(e),
         },
@@ -341,6 +397,7 @@ fn build(
         hu_min: stats.min,
         hu_max: stats.max,
         voxel_ml,
+        dicom: None,
     };
     Ok(Scan {
         stack: Stack {
@@ -352,6 +409,7 @@ fn build(
         warnings,
         geometry: source_geometry(h, l),
         reorient,
+        dicom: None,
     })
 }
 
