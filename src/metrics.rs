@@ -1,4 +1,5 @@
-//! Measurements on masks: volume, ABC/2, overlap and surface distance, haematoma expansion.
+//! Measurements on masks: volume, the per-haematoma report (components, side, Kothari's ABC/2),
+//! overlap, lesion detection and surface distance, haematoma expansion.
 //!
 //! All masks are `Array3<u8>` in stack order (`[z, y, x]`, non-zero = inside) on the grid of the
 //! [`Stack`] they belong to; distances use the stack's voxel spacing in mm.
@@ -6,6 +7,8 @@
 use ndarray::{Array3, Axis};
 use serde::Serialize;
 
+use crate::error::try_filled;
+use crate::io::{AffineSource, Scan};
 use crate::preprocess::bounding_box;
 use crate::{Error, Result, Stack};
 
@@ -26,82 +29,429 @@ pub fn volume_ml(mask: &Array3<u8>, stack: &Stack) -> Result<f64> {
     Ok(stack.mask_ml(mask))
 }
 
-/// The bedside ABC/2 estimate (Kothari et al., Stroke 1996) and its three measurements.
+/// The bedside ABC/2 estimate of one haematoma (Kothari et al., Stroke 1996) and its measurements.
 ///
-/// On the axial slice with the largest blood area: `a_mm` is the largest diameter of the blood
-/// (the longest distance between any two points of its pixels, pixel squares included, so one
-/// pixel measures its diagonal), `b_mm` the extent of the blood perpendicular to that diameter;
-/// `c_mm` = number of axial slices containing blood × slice thickness. `ml = a·b·c / 2 / 1000`.
-/// Every slice with blood counts fully (Kothari's half-weighting of small slices is not used).
-/// For a rectangular box, `a·b/2` equals the box's area, so ABC/2 of a cuboid is its volume.
+/// On the axial slice where the haematoma's area is largest: `a_mm` is its largest diameter (the
+/// longest distance between any two points of its pixels, pixel squares included, as a reader
+/// measures edge to edge; one pixel measures its diagonal), `b_mm` its largest extent
+/// perpendicular to A on that slice. `c_mm` follows Kothari: every slice of the haematoma counts
+/// 1 when its area is ≥ 75 % of the largest slice's, ½ when 25–75 %, 0 below 25 %, and the sum is
+/// multiplied by the slice thickness. `ml = a·b·c / 2 / 1000`.
+///
+/// The weighting makes ABC/2 smaller than the volume of a smooth ellipsoid (about 0.68× in the
+/// limit of thin slices: the tips of the ellipsoid count ½ or 0); it was designed for the
+/// irregular shapes of real haematomas. `extent_ml` is the unweighted variant that many readers
+/// use (`c` = slice count × thickness), which for an ellipsoid is `π/6 · abc ≈ abc/2`, i.e. its
+/// volume within 5 %.
+///
+/// Slice thickness is the distance between slice planes (voxel volume ÷ pixel area), not the
+/// step between slice origins: on a gantry-tilted (sheared) grid the step is longer than the
+/// thickness by 1/cos(tilt), and using it would inflate C.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Abc2 {
     /// Largest axial diameter (mm).
     pub a_mm: f64,
     /// Largest diameter perpendicular to A on the same slice (mm).
     pub b_mm: f64,
-    /// Cranio-caudal extent: slices with blood × slice thickness (mm).
+    /// Kothari-weighted cranio-caudal extent: Σ slice weights × slice thickness (mm).
     pub c_mm: f64,
-    /// Number of axial slices with blood.
+    /// Number of axial slices the haematoma occupies.
     pub slices: usize,
+    /// Σ of Kothari's slice weights (1, ½, 0): `c_mm` / thickness.
+    pub weighted_slices: f64,
     /// The slice (stack index) where A and B were measured; `None` for an empty mask.
     pub slice: Option<usize>,
-    /// `a·b·c / 2 / 1000` (mL).
+    /// `a·b·c / 2 / 1000` (mL), Kothari's ABC/2.
     pub ml: f64,
+    /// `a·b·(slices × thickness) / 2 / 1000` (mL): ABC/2 without Kothari's weighting.
+    pub extent_ml: f64,
 }
 
-/// ABC/2 of `mask` (see [`Abc2`]); an empty mask gives all zeros.
-pub fn abc2(mask: &Array3<u8>, stack: &Stack) -> Result<Abc2> {
-    same_shape(mask, stack.dims(), "ABC/2")?;
-    let [sz, sy, sx] = stack.spacing.map(f64::from);
-    let mut slices = 0;
-    let mut best: Option<(usize, usize)> = None; // (z, area)
-    for (z, plane) in mask.axis_iter(Axis(0)).enumerate() {
-        let area = plane.iter().filter(|&&v| v != 0).count();
-        if area > 0 {
-            slices += 1;
-            if best.is_none_or(|(_, a)| area > a) {
-                best = Some((z, area));
+impl Abc2 {
+    /// The ABC/2 of no blood.
+    pub const NONE: Abc2 = Abc2 {
+        a_mm: 0.0,
+        b_mm: 0.0,
+        c_mm: 0.0,
+        slices: 0,
+        weighted_slices: 0.0,
+        slice: None,
+        ml: 0.0,
+        extent_ml: 0.0,
+    };
+}
+
+/// Kothari's weight of a slice whose area is `area` against the largest slice's `max_area`.
+pub fn kothari_weight(area: usize, max_area: usize) -> f64 {
+    // Integer comparisons: 4·area ≥ 3·max is exactly "≥ 75 %", without rounding at the border.
+    if max_area == 0 || area == 0 {
+        0.0
+    } else if 4 * area >= 3 * max_area {
+        1.0
+    } else if 4 * area >= max_area {
+        0.5
+    } else {
+        0.0
+    }
+}
+
+/// Which side of the head a haematoma lies on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// ≥ 75 % of its volume is left of the mid-sagittal line.
+    Left,
+    /// ≥ 75 % of its volume is right of it.
+    Right,
+    /// Neither side holds 75 %: it straddles the midline (third ventricle, casts of both lateral
+    /// ventricles, falx, brainstem).
+    Midline,
+    /// The scan does not say where the patient's left is (a NIfTI with voxel sizes only): any
+    /// side would be a guess, and a wrong side is worse than none.
+    Unknown,
+}
+
+impl Side {
+    /// `"left"`, `"right"`, `"midline"`, `"unknown"` (as in the JSON report).
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Left => "left",
+            Side::Right => "right",
+            Side::Midline => "midline",
+            Side::Unknown => "unknown",
+        }
+    }
+}
+
+/// Share of a haematoma's volume that must lie on one side for it to be called that side's.
+pub const SIDE_FRACTION: f64 = 0.75;
+
+/// The head's mid-sagittal line in the axial plane, in stack millimetres (`x·sx`, `y·sy`).
+///
+/// Fitted to the brain mask rather than taken as world `x = 0`: scanner coordinates put the origin
+/// at the table's isocentre, not at the patient's midline, and heads lie turned by a few degrees.
+/// The line runs through the brain's centroid along its long (antero-posterior) principal axis.
+/// It is one line for the whole scan: a skull tilted sideways across slices is rare and would
+/// move the line by millimetres only.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Midline {
+    /// A point on the line: the brain's centroid, mm (`x`, `y`).
+    pub point_mm: [f64; 2],
+    /// Unit normal of the line pointing to the patient's right (`x`, `y`).
+    pub right: [f64; 2],
+}
+
+/// Largest angle (degrees) between the brain's principal axis and the stack's antero-posterior
+/// axis that is believed; beyond it, or when the brain is too round for a principal axis, the
+/// stack's own axis is used (the reorientation already brought the head close to it).
+const MIDLINE_MAX_TURN_DEG: f64 = 30.0;
+
+impl Midline {
+    /// The mid-sagittal line of a scan whose stack axes are known to point Right and Anterior
+    /// (see [`Midline::for_scan`] for the check); `None` for an empty brain mask.
+    pub fn from_brain(brain: &Array3<u8>, stack: &Stack) -> Result<Option<Midline>> {
+        same_shape(brain, stack.dims(), "midline")?;
+        let [_, sy, sx] = stack.spacing.map(f64::from);
+        let (mut n, mut mx, mut my) = (0.0f64, 0.0, 0.0);
+        for ((_, y, x), &v) in brain.indexed_iter() {
+            if v != 0 {
+                n += 1.0;
+                mx += x as f64 * sx;
+                my += y as f64 * sy;
+            }
+        }
+        if n == 0.0 {
+            return Ok(None);
+        }
+        let (cx, cy) = (mx / n, my / n);
+        let (mut vxx, mut vyy, mut vxy) = (0.0f64, 0.0, 0.0);
+        for ((_, y, x), &v) in brain.indexed_iter() {
+            if v != 0 {
+                let (dx, dy) = (x as f64 * sx - cx, y as f64 * sy - cy);
+                vxx += dx * dx;
+                vyy += dy * dy;
+                vxy += dx * dy;
+            }
+        }
+        // Principal axis of the 2×2 covariance: angle of the major axis from +x.
+        let theta = 0.5 * (2.0 * vxy).atan2(vxx - vyy);
+        let (l1, l2) = {
+            let m = (vxx + vyy) / 2.0;
+            let d = (((vxx - vyy) / 2.0).powi(2) + vxy * vxy).sqrt();
+            (m + d, m - d)
+        };
+        let mut along = [theta.cos(), theta.sin()];
+        if along[1] < 0.0 {
+            along = [-along[0], -along[1]];
+        }
+        let turn = along[0].abs().asin().to_degrees();
+        // A brain is ~15–25 % longer than wide; a ratio of variances under 1.1 has no reliable
+        // long axis.
+        let elongated = l1 > 1.1 * l2.max(0.0);
+        if !elongated || turn > MIDLINE_MAX_TURN_DEG {
+            along = [0.0, 1.0];
+        }
+        // Normal towards +x (the patient's right in the stack).
+        let mut right = [along[1], -along[0]];
+        if right[0] < 0.0 {
+            right = [-right[0], -right[1]];
+        }
+        Ok(Some(Midline {
+            point_mm: [cx, cy],
+            right,
+        }))
+    }
+
+    /// The midline of a read scan, or `None` when the scan's orientation is not real (a NIfTI
+    /// with neither qform nor sform: the reader assumed RAS, so left and right are a guess) or it
+    /// has no brain.
+    pub fn for_scan(scan: &Scan, brain: &Array3<u8>) -> Result<Option<Midline>> {
+        if scan.info.affine_source == AffineSource::Pixdim {
+            return Ok(None);
+        }
+        Midline::from_brain(brain, &scan.stack)
+    }
+
+    /// Signed distance (mm) of stack point `(y, x)` from the line, positive to the right.
+    fn right_of(&self, y: f64, x: f64, sy: f64, sx: f64) -> f64 {
+        (x * sx - self.point_mm[0]) * self.right[0] + (y * sy - self.point_mm[1]) * self.right[1]
+    }
+}
+
+/// One haematoma: a connected component of the final mask, measured on its own.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Haematoma {
+    /// Rank by volume, 1 = the largest (the headline ABC/2 is its).
+    pub id: usize,
+    /// Volume, mL (voxel count × voxel volume).
+    pub volume_ml: f64,
+    /// Voxels in the component.
+    pub voxels: usize,
+    /// First and last axial slice (stack indices, inclusive).
+    pub slice_range: [usize; 2],
+    /// Centroid in stack voxel coordinates `[z, y, x]` (what the viewer jumps to).
+    pub centroid: [f64; 3],
+    /// Side of the head.
+    pub side: Side,
+    /// Its own ABC/2.
+    pub abc2: Abc2,
+}
+
+/// The connected components of `mask`, each as the list of its voxels `[z, y, x]`, largest
+/// first (ties: the one met first in memory order).
+///
+/// 26-connectivity (faces, edges and corners): on 5 mm slices a clot's cross-section shifts from
+/// one slice to the next, and the two parts often touch only along a pixel edge or corner; a
+/// reader sees one haematoma there, and splitting it would give each half its own, too small,
+/// ABC/2 (and count one lesion twice in the per-lesion sensitivity). Two clots that touch at a
+/// corner are a reader's single region too.
+pub fn components(mask: &Array3<u8>) -> Result<Vec<Vec<[usize; 3]>>> {
+    let Some(bb) = bounding_box(mask) else {
+        return Ok(Vec::new());
+    };
+    let [dz, dy, dx] = bb.shape();
+    // A local copy of the bounding box is the visited map (1 = blood not yet visited).
+    let mut local = try_filled(dz * dy * dx, 0u8, "the component labelling buffer")?;
+    for z in 0..dz {
+        for y in 0..dy {
+            for x in 0..dx {
+                let v = mask[[bb.start[0] + z, bb.start[1] + y, bb.start[2] + x]];
+                local[(z * dy + y) * dx + x] = u8::from(v != 0);
             }
         }
     }
-    let Some((z, _)) = best else {
-        return Ok(Abc2 {
-            a_mm: 0.0,
-            b_mm: 0.0,
-            c_mm: 0.0,
-            slices: 0,
-            slice: None,
-            ml: 0.0,
-        });
+    let mut out: Vec<Vec<[usize; 3]>> = Vec::new();
+    let mut pending: Vec<[usize; 3]> = Vec::new();
+    for seed in 0..local.len() {
+        if local[seed] != 1 {
+            continue;
+        }
+        local[seed] = 2;
+        let mut voxels = Vec::new();
+        pending.clear();
+        pending.push([seed / (dy * dx), (seed / dx) % dy, seed % dx]);
+        while let Some(p) = pending.pop() {
+            voxels.push([p[0] + bb.start[0], p[1] + bb.start[1], p[2] + bb.start[2]]);
+            for oz in -1isize..=1 {
+                for oy in -1isize..=1 {
+                    for ox in -1isize..=1 {
+                        if oz == 0 && oy == 0 && ox == 0 {
+                            continue;
+                        }
+                        let q = [
+                            p[0].checked_add_signed(oz),
+                            p[1].checked_add_signed(oy),
+                            p[2].checked_add_signed(ox),
+                        ];
+                        let [Some(z), Some(y), Some(x)] = q else {
+                            continue;
+                        };
+                        if z >= dz || y >= dy || x >= dx {
+                            continue;
+                        }
+                        let i = (z * dy + y) * dx + x;
+                        if local[i] == 1 {
+                            local[i] = 2;
+                            pending.push([z, y, x]);
+                        }
+                    }
+                }
+            }
+        }
+        out.push(voxels);
+    }
+    // Stable: equal sizes keep memory order.
+    out.sort_by_key(|c| std::cmp::Reverse(c.len()));
+    Ok(out)
+}
+
+/// Axial slices containing any blood.
+pub fn slices_with_blood(mask: &Array3<u8>) -> usize {
+    mask.axis_iter(Axis(0))
+        .filter(|p| p.iter().any(|&v| v != 0))
+        .count()
+}
+
+/// Distance between slice planes (mm): voxel volume ÷ in-plane pixel area. Equals the z spacing
+/// on an orthogonal grid; shorter than it on a gantry-tilted one (see [`Abc2`]).
+pub fn slice_thickness_mm(stack: &Stack) -> f64 {
+    let [sz, sy, sx] = stack.spacing.map(f64::from);
+    let pixel = sy * sx;
+    if pixel > 0.0 && stack.voxel_ml > 0.0 {
+        stack.voxel_ml * 1000.0 / pixel
+    } else {
+        sz
+    }
+}
+
+/// Kothari's ABC/2 of one component (its voxels `[z, y, x]`).
+fn component_abc2(voxels: &[[usize; 3]], stack: &Stack) -> Abc2 {
+    let Some((z0, z1)) = voxels
+        .iter()
+        .map(|v| v[0])
+        .fold(None, |r: Option<(usize, usize)>, z| {
+            Some(r.map_or((z, z), |(a, b)| (a.min(z), b.max(z))))
+        })
+    else {
+        return Abc2::NONE;
     };
-    let hull = convex_hull(row_corners(mask, z, sy, sx));
-    let (a_mm, b_mm) = diameters(&hull);
-    let c_mm = slices as f64 * sz;
-    Ok(Abc2 {
+    let mut area = vec![0usize; z1 - z0 + 1];
+    for v in voxels {
+        area[v[0] - z0] += 1;
+    }
+    // Largest area; ties go to the lower slice.
+    let (best, &max_area) = area
+        .iter()
+        .enumerate()
+        .fold((0, &0), |b, (i, a)| if *a > *b.1 { (i, a) } else { b });
+    let z = z0 + best;
+    let [_, sy, sx] = stack.spacing.map(f64::from);
+    // Leftmost and rightmost pixel of every row of the best slice: the hull of their corners is
+    // the hull of all its pixel squares.
+    let mut rows: std::collections::BTreeMap<usize, (usize, usize)> = Default::default();
+    for v in voxels.iter().filter(|v| v[0] == z) {
+        let e = rows.entry(v[1]).or_insert((v[2], v[2]));
+        e.0 = e.0.min(v[2]);
+        e.1 = e.1.max(v[2]);
+    }
+    let mut pts = Vec::with_capacity(rows.len() * 4);
+    for (&y, &(x0, x1)) in &rows {
+        let (left, right) = (x0 as f64 * sx, (x1 + 1) as f64 * sx);
+        let (top, bottom) = (y as f64 * sy, (y + 1) as f64 * sy);
+        pts.extend([(left, top), (left, bottom), (right, top), (right, bottom)]);
+    }
+    let (a_mm, b_mm) = diameters(&convex_hull(pts));
+    let t = slice_thickness_mm(stack);
+    let weighted_slices: f64 = area.iter().map(|&a| kothari_weight(a, max_area)).sum();
+    let slices = area.iter().filter(|&&a| a > 0).count();
+    let c_mm = weighted_slices * t;
+    Abc2 {
         a_mm,
         b_mm,
         c_mm,
         slices,
+        weighted_slices,
         slice: Some(z),
         ml: a_mm * b_mm * c_mm / 2.0 / 1000.0,
-    })
+        extent_ml: a_mm * b_mm * slices as f64 * t / 2.0 / 1000.0,
+    }
 }
 
-/// Corners (mm, `(x, y)`) of the leftmost and rightmost blood pixel of every row of slice `z`:
-/// the convex hull of all pixel squares is the hull of these.
-fn row_corners(mask: &Array3<u8>, z: usize, sy: f64, sx: f64) -> Vec<(f64, f64)> {
-    let mut pts = Vec::new();
-    for (y, row) in mask.index_axis(Axis(0), z).axis_iter(Axis(0)).enumerate() {
-        let first = row.iter().position(|&v| v != 0);
-        let last = row.iter().rposition(|&v| v != 0);
-        if let (Some(x0), Some(x1)) = (first, last) {
-            let (left, right) = (x0 as f64 * sx, (x1 + 1) as f64 * sx);
-            let (top, bottom) = (y as f64 * sy, (y + 1) as f64 * sy);
-            pts.extend([(left, top), (left, bottom), (right, top), (right, bottom)]);
+/// The per-haematoma report of a mask: every connected component with its volume, slices,
+/// centroid, side and own ABC/2, largest first.
+///
+/// The one place haematomas are measured: the pipeline calls it on the model's final mask and
+/// the same call measures a reader's edited mask, so the two reports always agree in method.
+/// `midline` is `None` when the scan's orientation is unknown: every side is then
+/// [`Side::Unknown`].
+pub fn haematomas(
+    mask: &Array3<u8>,
+    stack: &Stack,
+    midline: Option<&Midline>,
+) -> Result<Vec<Haematoma>> {
+    same_shape(mask, stack.dims(), "haematoma report")?;
+    let [_, sy, sx] = stack.spacing.map(f64::from);
+    let comps = components(mask)?;
+    let mut out = Vec::with_capacity(comps.len());
+    for (i, voxels) in comps.iter().enumerate() {
+        let n = voxels.len() as f64;
+        let mut sum = [0.0f64; 3];
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        let mut right = 0usize;
+        for v in voxels {
+            for (s, &c) in sum.iter_mut().zip(v) {
+                *s += c as f64;
+            }
+            lo = lo.min(v[0]);
+            hi = hi.max(v[0]);
+            if let Some(m) = midline {
+                // Voxel positions as in the midline fit; one exactly on the line counts half to
+                // each side.
+                let d = m.right_of(v[1] as f64, v[2] as f64, sy, sx);
+                right += if d > 0.0 {
+                    2
+                } else if d == 0.0 {
+                    1
+                } else {
+                    0
+                };
+            }
         }
+        let side = match midline {
+            None => Side::Unknown,
+            Some(_) => {
+                let r = right as f64 / 2.0 / n;
+                if r >= SIDE_FRACTION {
+                    Side::Right
+                } else if 1.0 - r >= SIDE_FRACTION {
+                    Side::Left
+                } else {
+                    Side::Midline
+                }
+            }
+        };
+        out.push(Haematoma {
+            id: i + 1,
+            volume_ml: n * stack.voxel_ml,
+            voxels: voxels.len(),
+            slice_range: [lo, hi],
+            centroid: sum.map(|s| s / n),
+            side,
+            abc2: component_abc2(voxels, stack),
+        });
     }
-    pts
+    Ok(out)
+}
+
+/// The headline ABC/2 of a mask: Kothari's ABC/2 of its largest haematoma ([`Abc2::NONE`] for an
+/// empty mask). The total volume stays the headline volume; ABC/2 over all blood at once
+/// (a 0.5 mL strip far from the clot stretching A, every slice with any blood counting in C) is
+/// what no reader measures.
+pub fn abc2(mask: &Array3<u8>, stack: &Stack) -> Result<Abc2> {
+    same_shape(mask, stack.dims(), "ABC/2")?;
+    Ok(components(mask)?
+        .first()
+        .map_or(Abc2::NONE, |c| component_abc2(c, stack)))
 }
 
 /// Andrew's monotone chain; returns the hull counter-clockwise without repeats.
@@ -156,6 +506,55 @@ fn diameters(hull: &[(f64, f64)]) -> (f64, f64) {
         (lo.min(v), hi.max(v))
     });
     (a, hi - lo)
+}
+
+/// Lesion-level detection of a prediction against a reference.
+///
+/// A true lesion is a connected component of the reference (26-connected, as in the report); it
+/// is found when the prediction covers ≥ [`LESION_FOUND_PERCENT`] % of its voxels. A false
+/// positive is a predicted component that touches no true blood at all. Dice rewards getting the
+/// big clot's outline right; this counts the small bleeds a reader must not miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LesionDetection {
+    /// True lesions.
+    pub lesions: usize,
+    /// Of those, found.
+    pub found: usize,
+    /// Predicted components with no true voxel.
+    pub false_positives: usize,
+}
+
+/// Share (%) of a true lesion that must be covered for it to count as found.
+pub const LESION_FOUND_PERCENT: usize = 30;
+
+impl LesionDetection {
+    /// Count lesions of `truth` found by `pred` (same shape).
+    pub fn new(pred: &Array3<u8>, truth: &Array3<u8>) -> Result<Self> {
+        same_shape(pred, truth.dim(), "lesion detection")?;
+        let truths = components(truth)?;
+        let found = truths
+            .iter()
+            .filter(|c| {
+                let hit = c.iter().filter(|v| pred[**v] != 0).count();
+                // Integers: 30 % of 10 voxels is 3 voxels, not 3.0000000000000004.
+                100 * hit >= LESION_FOUND_PERCENT * c.len()
+            })
+            .count();
+        let false_positives = components(pred)?
+            .iter()
+            .filter(|c| c.iter().all(|v| truth[*v] == 0))
+            .count();
+        Ok(LesionDetection {
+            lesions: truths.len(),
+            found,
+            false_positives,
+        })
+    }
+
+    /// `found / lesions`; `None` without true lesions.
+    pub fn sensitivity(&self) -> Option<f64> {
+        (self.lesions > 0).then(|| self.found as f64 / self.lesions as f64)
+    }
 }
 
 /// Voxel counts of a prediction against a reference.
@@ -400,26 +799,393 @@ mod tests {
         assert!((r.ml - 1.0).abs() < 1e-9);
     }
 
-    #[test]
-    fn sphere_volume_and_abc2() {
-        // Radius 10 mm ball on a 0.5 mm grid: voxel volume ≈ 4/3 π r³; ABC/2 ≈ (2r)³/2 = 4 r³.
-        let n = 48;
-        let s = stack((n, n, n), [0.5; 3]);
-        let c = (n as f64 - 1.0) / 2.0;
-        let m = Array3::from_shape_fn((n, n, n), |(z, y, x)| {
-            let d2 = (z as f64 - c).powi(2) + (y as f64 - c).powi(2) + (x as f64 - c).powi(2);
-            u8::from(d2 * 0.25 <= 100.0)
+    /// Rotation about x by `ax`, then about z by `az` (radians): out-of-plane tilt, then an
+    /// in-plane turn.
+    fn rotation(ax: f64, az: f64) -> [[f64; 3]; 3] {
+        let (sa, ca) = ax.sin_cos();
+        let (sz, cz) = az.sin_cos();
+        let rx = [[1.0, 0.0, 0.0], [0.0, ca, -sa], [0.0, sa, ca]];
+        let rz = [[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]];
+        std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| rz[i][k] * rx[k][j]).sum()))
+    }
+
+    /// An ellipsoid with semi-axes `semi` (mm, along its own x, y, z), rotated by `rot`, centred
+    /// at world `centre` (mm), sampled at voxel centres of a grid whose voxel `(z, y, x)` sits at
+    /// world `(x·sx, y·sy + z·shear, z·t)`: `t` is the distance between slice planes and `shear`
+    /// the in-plane shift per slice (gantry tilt).
+    struct Ellipsoid {
+        semi: [f64; 3],
+        rot: [[f64; 3]; 3],
+        centre: [f64; 3],
+    }
+
+    impl Ellipsoid {
+        fn contains(&self, p: [f64; 3]) -> bool {
+            let d = [0, 1, 2].map(|k| p[k] - self.centre[k]);
+            // Body coordinates: Rᵀ d.
+            let b = [0, 1, 2].map(|j| (0..3).map(|i| self.rot[i][j] * d[i]).sum::<f64>());
+            (0..3).map(|k| (b[k] / self.semi[k]).powi(2)).sum::<f64>() <= 1.0
+        }
+
+        fn volume_ml(&self) -> f64 {
+            4.0 / 3.0 * std::f64::consts::PI * self.semi.iter().product::<f64>() / 1000.0
+        }
+
+        /// `(p, q, h)`: semi-axes of the horizontal section through the centre (p ≥ q) and the
+        /// half-height. Horizontal sections of an ellipsoid are similar ellipses scaled by
+        /// `√(1 − (z/h)²)`, so these three fix every slice's area.
+        fn sections(&self) -> (f64, f64, f64) {
+            let r = self.rot;
+            let s2 = self.semi.map(|s| s * s);
+            // M = R D⁻² Rᵀ (the quadratic form) and its inverse R D² Rᵀ.
+            let form = |inv: bool, i: usize, j: usize| -> f64 {
+                (0..3)
+                    .map(|k| r[i][k] * r[j][k] * if inv { s2[k] } else { 1.0 / s2[k] })
+                    .sum()
+            };
+            let h = form(true, 2, 2).sqrt();
+            // Section z = 0: xᵀ M_xy x ≤ 1; semi-axes 1/√eigenvalue.
+            let (mxx, myy, mxy) = (form(false, 0, 0), form(false, 1, 1), form(false, 0, 1));
+            let m = (mxx + myy) / 2.0;
+            let d = (((mxx - myy) / 2.0).powi(2) + mxy * mxy).sqrt();
+            ((m - d).sqrt().recip(), (m + d).sqrt().recip(), h)
+        }
+
+        /// Kothari's ABC/2 by hand: A = 2p, B = 2q, C = t × Σ weights of the slices whose
+        /// centres lie at `z = k·t`, each slice's area fraction being `1 − (dz/h)²`. Asserts that
+        /// no fraction is within 0.012 of Kothari's 25 % and 75 % borders, where the pixelated
+        /// area (about 1 % off on these grids) could fall on the other side.
+        fn kothari_ml(&self, nz: usize, t: f64) -> (f64, f64) {
+            let (p, q, h) = self.sections();
+            let mut w = 0.0;
+            for k in 0..nz {
+                let dz = k as f64 * t - self.centre[2];
+                let f = 1.0 - (dz / h).powi(2);
+                if f <= 0.0 {
+                    continue;
+                }
+                assert!(
+                    (f - 0.25).abs() > 0.012 && (f - 0.75).abs() > 0.012,
+                    "slice {k}: area fraction {f:.3} is too close to a Kothari border for a test"
+                );
+                w += if f >= 0.75 {
+                    1.0
+                } else if f >= 0.25 {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+            (2.0 * p * 2.0 * q * w * t / 2.0 / 1000.0, w * t)
+        }
+    }
+
+    /// Stack and mask of `shapes` on a `dims` grid (see [`Ellipsoid`] for the geometry).
+    fn sample(
+        dims: (usize, usize, usize),
+        t: f64,
+        pixel: f64,
+        shear: f64,
+        shapes: &[&Ellipsoid],
+    ) -> (Stack, Array3<u8>) {
+        let m = Array3::from_shape_fn(dims, |(z, y, x)| {
+            let p = [
+                x as f64 * pixel,
+                y as f64 * pixel + z as f64 * shear,
+                z as f64 * t,
+            ];
+            u8::from(shapes.iter().any(|e| e.contains(p)))
         });
-        let exact = 4.0 / 3.0 * std::f64::consts::PI * 1000.0 / 1000.0;
-        let v = volume_ml(&m, &s).unwrap();
-        assert!((v - exact).abs() / exact < 0.02, "{v} vs {exact}");
-        let r = abc2(&m, &s).unwrap();
+        let step = (t * t + shear * shear).sqrt();
+        let s = Stack {
+            hu: Array3::zeros(dims),
+            spacing: [step as f32, pixel as f32, pixel as f32],
+            voxel_ml: t * pixel * pixel / 1000.0,
+        };
+        (s, m)
+    }
+
+    fn close(got: f64, want: f64, rel: f64) -> bool {
+        (got - want).abs() <= rel * want.abs()
+    }
+
+    #[test]
+    fn ellipsoid_abc2_is_its_volume_and_kothari_by_hand() {
+        // Semi-axes 25 × 15 × 20 mm on 0.5 mm pixels and 1 mm slices.
+        let e = Ellipsoid {
+            semi: [25.0, 15.0, 20.0],
+            rot: rotation(0.0, 0.0),
+            centre: [35.2, 30.1, 25.5],
+        };
+        let (s, m) = sample((52, 124, 144), 1.0, 0.5, 0.0, &[&e]);
+        let list = haematomas(&m, &s, None).unwrap();
+        assert_eq!(list.len(), 1);
+        let r = list[0].abc2;
         assert!(
-            (r.a_mm - 20.0).abs() < 1.0 && (r.b_mm - 20.0).abs() < 1.0,
+            close(r.a_mm, 50.0, 0.03) && close(r.b_mm, 30.0, 0.03),
             "{r:?}"
         );
-        assert!((r.c_mm - 20.0).abs() <= 0.5, "{r:?}");
-        assert!((r.ml - 4.0).abs() < 0.4, "{r:?}");
+        // Unweighted ABC/2 = π/6·abc of the diameters = the ellipsoid's volume (within π ≈ 3).
+        assert!(
+            close(r.extent_ml, e.volume_ml(), 0.05),
+            "{r:?} vs {}",
+            e.volume_ml()
+        );
+        let (want, c) = e.kothari_ml(52, 1.0);
+        assert!((r.c_mm - c).abs() <= 1.0, "C {} vs {c}", r.c_mm);
+        assert!(
+            close(r.ml, want, 0.05),
+            "Kothari ABC/2 {} vs {want} by hand",
+            r.ml
+        );
+        // Kothari's weighting on a smooth ellipsoid: about two thirds of its volume.
+        assert!((0.6..0.75).contains(&(r.ml / e.volume_ml())), "{r:?}");
+        assert_eq!(abc2(&m, &s).unwrap(), r, "headline = the only haematoma's");
+        assert!(close(list[0].volume_ml, e.volume_ml(), 0.02));
+    }
+
+    #[test]
+    fn two_separate_blobs_headline_is_the_larger() {
+        let big = Ellipsoid {
+            semi: [20.0, 14.0, 16.0],
+            rot: rotation(0.0, 0.4),
+            centre: [30.3, 40.2, 21.1],
+        };
+        let small = Ellipsoid {
+            semi: [6.0, 6.0, 6.0],
+            rot: rotation(0.0, 0.0),
+            centre: [100.4, 90.7, 33.3],
+        };
+        let (s, m) = sample((24, 220, 230), 2.0, 0.5, 0.0, &[&big, &small]);
+        let list = haematomas(&m, &s, None).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!((list[0].id, list[1].id), (1, 2));
+        assert!(close(list[0].volume_ml, big.volume_ml(), 0.03), "{list:?}");
+        assert!(
+            close(list[1].volume_ml, small.volume_ml(), 0.05),
+            "{list:?}"
+        );
+        let total = volume_ml(&m, &s).unwrap();
+        assert!((list[0].volume_ml + list[1].volume_ml - total).abs() < 1e-9);
+        let (want, _) = big.kothari_ml(24, 2.0);
+        let head = abc2(&m, &s).unwrap();
+        assert!(close(head.ml, want, 0.05), "headline {} vs {want}", head.ml);
+        assert!(close(head.extent_ml, big.volume_ml(), 0.05), "{head:?}");
+        // The small blob's ABC/2 is its own, not stretched by the big one.
+        assert!(list[1].abc2.a_mm < 14.0, "{:?}", list[1].abc2);
+        // Its centroid is where it was drawn (voxel coordinates).
+        let c = list[1].centroid;
+        assert!((c[2] * 0.5 - 100.4).abs() < 0.5 && (c[1] * 0.5 - 90.7).abs() < 0.5);
+        assert!((c[0] * 2.0 - 33.3).abs() < 1.0, "{c:?}");
+    }
+
+    #[test]
+    fn tilted_ellipsoid_in_and_out_of_plane() {
+        // Tilted 35° out of the axial plane and turned 50° in it.
+        let e = Ellipsoid {
+            semi: [24.0, 12.0, 18.0],
+            rot: rotation(35f64.to_radians(), 50f64.to_radians()),
+            centre: [45.1, 44.6, 25.4],
+        };
+        let (s, m) = sample((52, 180, 180), 1.0, 0.5, 0.0, &[&e]);
+        let r = abc2(&m, &s).unwrap();
+        let (p, q, h) = e.sections();
+        assert!(close(r.a_mm, 2.0 * p, 0.03), "A {} vs {}", r.a_mm, 2.0 * p);
+        assert!(close(r.b_mm, 2.0 * q, 0.04), "B {} vs {}", r.b_mm, 2.0 * q);
+        assert!((r.slices as f64 - 2.0 * h).abs() <= 1.0, "{r:?} vs h {h}");
+        let (want, _) = e.kothari_ml(52, 1.0);
+        assert!(close(r.ml, want, 0.05), "{} vs {want}", r.ml);
+        assert!(close(r.extent_ml, e.volume_ml(), 0.05), "{r:?}");
+    }
+
+    #[test]
+    fn thick_slices_on_a_gantry_tilted_grid() {
+        // 5 mm slices, 0.5 mm pixels, a 20° gantry tilt (each slice shifted 1.82 mm in y): the
+        // step between slice origins is 5.32 mm, the slices are 5 mm apart.
+        let shear = 5.0 * 20f64.to_radians().tan();
+        let e = Ellipsoid {
+            semi: [22.0, 16.0, 21.0],
+            rot: rotation(0.0, 0.0),
+            centre: [40.2, 45.3, 32.5],
+        };
+        let (s, m) = sample((14, 200, 170), 5.0, 0.5, shear, &[&e]);
+        assert!((f64::from(s.spacing[0]) - 5.321).abs() < 1e-3);
+        assert!((slice_thickness_mm(&s) - 5.0).abs() < 1e-6);
+        let r = abc2(&m, &s).unwrap();
+        let (want, c) = e.kothari_ml(14, 5.0);
+        // Slice centres 2.5, 7.5, 12.5, 17.5 mm either side of the centre: area fractions 0.99,
+        // 0.87, 0.65, 0.31 → weights 1, 1, ½, ½ on each side: C = 6 × 5 mm, exactly.
+        assert!((r.c_mm - c).abs() < 1e-9, "C {} vs {c}", r.c_mm);
+        assert_eq!(r.weighted_slices, c / 5.0);
+        assert!(close(r.ml, want, 0.05), "{} vs {want}", r.ml);
+        assert!(
+            close(r.a_mm, 44.0, 0.03) && close(r.b_mm, 32.0, 0.03),
+            "{r:?}"
+        );
+        assert!(close(volume_ml(&m, &s).unwrap(), e.volume_ml(), 0.03));
+    }
+
+    #[test]
+    fn kothari_weights_a_stepped_cone() {
+        // Centred squares of 20, 18, 14, 10 and 8 pixels (1 mm) on 2 mm slices: areas 100 %,
+        // 81 % (1), 49 % (½), 25 % (½: the border belongs to the middle band), 16 % (0).
+        let sides = [20usize, 18, 14, 10, 8];
+        let dims = (7, 30, 30);
+        let m = Array3::from_shape_fn(dims, |(z, y, x)| {
+            let Some(&n) = z.checked_sub(1).and_then(|k| sides.get(k)) else {
+                return 0;
+            };
+            let lo = 15 - n / 2;
+            u8::from((lo..lo + n).contains(&y) && (lo..lo + n).contains(&x))
+        });
+        let s = stack(dims, [2.0, 1.0, 1.0]);
+        let r = abc2(&m, &s).unwrap();
+        assert_eq!(r.slices, 5);
+        assert_eq!(r.slice, Some(1));
+        assert_eq!(r.weighted_slices, 3.0);
+        assert!((r.c_mm - 6.0).abs() < 1e-12);
+        // A = B = the 20 mm square's diagonal; A·B/2 = its area, 400 mm².
+        assert!((r.a_mm - 20.0 * 2f64.sqrt()).abs() < 1e-9, "{r:?}");
+        assert!((r.a_mm * r.b_mm / 2.0 - 400.0).abs() < 1e-9, "{r:?}");
+        assert!((r.ml - 400.0 * 6.0 / 1000.0).abs() < 1e-9);
+        assert!((r.extent_ml - 400.0 * 10.0 / 1000.0).abs() < 1e-9);
+        assert_eq!(kothari_weight(3, 4), 1.0);
+        assert_eq!(kothari_weight(74, 100), 0.5);
+        assert_eq!(kothari_weight(24, 100), 0.0);
+        assert_eq!(kothari_weight(0, 0), 0.0);
+    }
+
+    #[test]
+    fn diagonal_contact_across_slices_is_one_haematoma() {
+        // Two 3×3 squares on neighbouring slices that touch only at a corner: 26-connected.
+        let dims = (2, 8, 8);
+        let m = Array3::from_shape_fn(dims, |(z, y, x)| {
+            let o = if z == 0 { 1 } else { 4 };
+            u8::from((o..o + 3).contains(&y) && (o..o + 3).contains(&x))
+        });
+        let s = stack(dims, [5.0, 1.0, 1.0]);
+        let list = haematomas(&m, &s, None).unwrap();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].slice_range, [0, 1]);
+        assert_eq!(list[0].side, Side::Unknown);
+    }
+
+    /// A brain ellipse (50 mm anterior-posterior, 40 mm left-right, turned 12°) off the image
+    /// centre, and three haematomas: right of its midline, left of it, and across it.
+    fn head_with_three_bleeds() -> (Stack, Array3<u8>, Array3<u8>) {
+        let dims = (6, 130, 140);
+        let (cx, cy) = (63.0, 70.0);
+        let (st, ct) = 12f64.to_radians().sin_cos();
+        // Body axes: `u` along the head (anterior), `v` across it (to the patient's right).
+        let body = |y: usize, x: usize| {
+            let (dx, dy) = (x as f64 - cx, y as f64 - cy);
+            (dx * -st + dy * ct, dx * ct + dy * st)
+        };
+        let brain = Array3::from_shape_fn(dims, |(_, y, x)| {
+            let (u, v) = body(y, x);
+            u8::from((u / 50.0).powi(2) + (v / 40.0).powi(2) <= 1.0)
+        });
+        let mask = Array3::from_shape_fn(dims, |(z, y, x)| {
+            let (u, v) = body(y, x);
+            let right = (u - 5.0).powi(2) + (v - 20.0).powi(2) <= 36.0 && (1..3).contains(&z);
+            let left = (u + 10.0).powi(2) + (v + 22.0).powi(2) <= 25.0 && (2..5).contains(&z);
+            let across = (u - 30.0).powi(2) + v.powi(2) <= 16.0 && z == 3;
+            u8::from(right || left || across)
+        });
+        (stack(dims, [5.0, 1.0, 1.0]), brain, mask)
+    }
+
+    #[test]
+    fn side_from_the_brain_midline() {
+        let (s, brain, mask) = head_with_three_bleeds();
+        let mid = Midline::from_brain(&brain, &s).unwrap().unwrap();
+        assert!(mid.right[0] > 0.9, "right points along +x: {mid:?}");
+        let list = haematomas(&mask, &s, Some(&mid)).unwrap();
+        assert_eq!(list.len(), 3, "{list:?}");
+        let side_of = |cx: f64| {
+            list.iter()
+                .min_by(|a, b| {
+                    (a.centroid[2] - cx)
+                        .abs()
+                        .total_cmp(&(b.centroid[2] - cx).abs())
+                })
+                .map(|h| h.side)
+        };
+        // Body (u, v) → image: x = cx + v·cos − u·sin.
+        let (st, ct) = 12f64.to_radians().sin_cos();
+        assert_eq!(side_of(63.0 + 20.0 * ct - 5.0 * st), Some(Side::Right));
+        assert_eq!(side_of(63.0 - 22.0 * ct + 10.0 * st), Some(Side::Left));
+        assert_eq!(side_of(63.0 - 30.0 * st), Some(Side::Midline));
+        let unknown = haematomas(&mask, &s, None).unwrap();
+        assert!(unknown.iter().all(|h| h.side == Side::Unknown));
+        assert_eq!(
+            Midline::from_brain(&Array3::zeros(s.dims()), &s).unwrap(),
+            None
+        );
+    }
+
+    /// The scan through the reader: a head whose file runs i → patient Left (LAS), with a bleed
+    /// at low i (the patient's right); and the same voxels with no qform/sform.
+    #[test]
+    fn side_follows_the_file_orientation_and_is_unknown_without_one() {
+        use crate::io::{Geometry, Storage, write_nifti_gz};
+        let (ni, nj, nk) = (80usize, 90usize, 4usize);
+        let values = Array3::from_shape_fn((nk, nj, ni), |(_, j, i)| {
+            let (di, dj) = (i as f64 - 40.0, j as f64 - 45.0);
+            let bleed = (di + 20.0).powi(2) + dj.powi(2) <= 25.0;
+            if bleed {
+                70.0
+            } else if (di / 30.0).powi(2) + (dj / 38.0).powi(2) <= 1.0 {
+                30.0
+            } else {
+                -1000.0
+            }
+        });
+        let mut a: crate::io::Affine = [[0.0; 4]; 4];
+        a[0][0] = -1.0;
+        a[1][1] = 1.0;
+        a[2][2] = 5.0;
+        a[3][3] = 1.0;
+        let storage = Storage::I16 {
+            slope: 1.0,
+            inter: 0.0,
+        };
+        let geom = Geometry::from_affine([ni, nj, nk], &a).unwrap();
+        let read = |g: &Geometry| {
+            let bytes = write_nifti_gz(&values, g, storage).unwrap();
+            let scan = Scan::from_bytes(&bytes).unwrap();
+            let brain = scan.stack.hu.mapv(|h| u8::from(h > 0.0));
+            let mask = scan.stack.hu.mapv(|h| u8::from(h > 50.0));
+            let mid = Midline::for_scan(&scan, &brain).unwrap();
+            haematomas(&mask, &scan.stack, mid.as_ref()).unwrap()
+        };
+        let list = read(&geom);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].side, Side::Right, "{list:?}");
+        let mut bare = geom.clone();
+        bare.qform_code = 0;
+        bare.sform_code = 0;
+        let list = read(&bare);
+        assert_eq!(list[0].side, Side::Unknown, "{list:?}");
+    }
+
+    #[test]
+    fn lesion_detection_counts_found_and_false_positive_components() {
+        let dims = (1, 10, 30);
+        // Truth: a 10-voxel bar (x 0..10) and a 4-voxel one (x 20..24), row 2.
+        let truth = Array3::from_shape_fn(dims, |(_, y, x)| {
+            u8::from(y == 2 && ((0..10).contains(&x) || (20..24).contains(&x)))
+        });
+        // Prediction covers 3 of the first (30 %: found), 1 of the second (25 %: missed), and
+        // a separate speck at row 8.
+        let pred = Array3::from_shape_fn(dims, |(_, y, x)| {
+            u8::from((y == 2 && ((0..3).contains(&x) || x == 20)) || (y == 8 && x == 15))
+        });
+        let d = LesionDetection::new(&pred, &truth).unwrap();
+        assert_eq!((d.lesions, d.found, d.false_positives), (2, 1, 1));
+        assert_eq!(d.sensitivity(), Some(0.5));
+        let none = LesionDetection::new(&pred, &Array3::zeros(dims)).unwrap();
+        assert_eq!((none.lesions, none.sensitivity()), (0, None));
     }
 
     #[test]

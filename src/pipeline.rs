@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::crf::{self, CrfConfig};
 use crate::error::{Error, Result, try_filled};
 use crate::io::Scan;
-use crate::metrics::{self, Abc2};
+use crate::metrics::{self, Abc2, Haematoma, Midline};
 use crate::model::input::{BOX_MARGIN_MM, CHANNELS, SliceGrid, window_into};
 use crate::model::{IchNet, IchNetConfig};
 use crate::preprocess::{bounding_box, brain_mask, brain_volume_warning};
@@ -86,8 +86,11 @@ pub struct Segmentation {
     pub mask_seg_dcm: Option<Vec<u8>>,
     /// Haemorrhage volume, mL (voxel count × voxel volume).
     pub volume_ml: f64,
-    /// The bedside ABC/2 estimate with its A, B, C.
+    /// The headline ABC/2: Kothari's ABC/2 of the largest haematoma (`haematomas[0]`).
     pub abc2: Abc2,
+    /// Every haematoma (connected component of the mask), largest first, each with its volume,
+    /// slices, side and own ABC/2.
+    pub haematomas: Vec<Haematoma>,
     /// Axial slices containing blood.
     pub slices_with_blood: usize,
     /// Brain volume from the brain mask, mL.
@@ -395,7 +398,8 @@ impl Prepared {
         let mask_seg_dcm = self
             .scan
             .mask_seg_dcm(&mask, &crate::io::dicom::seg::SegOptions::default())?;
-        let abc2 = metrics::abc2(&mask, stack)?;
+        let haematomas = self.haematomas(&mask)?;
+        let abc2 = haematomas.first().map_or(Abc2::NONE, |h| h.abc2);
         let mut timings = self.timings.clone();
         timings.push(Timing {
             stage: stage::FINISH.into(),
@@ -405,8 +409,9 @@ impl Prepared {
         warnings.extend(self.warnings.iter().cloned());
         Ok(Segmentation {
             volume_ml: stack.mask_ml(&mask),
-            slices_with_blood: abc2.slices,
+            slices_with_blood: metrics::slices_with_blood(&mask),
             abc2,
+            haematomas,
             brain_ml: stack.mask_ml(&self.brain),
             crf: self.refined.is_some(),
             threshold,
@@ -418,6 +423,16 @@ impl Prepared {
             mask_nifti_gz,
             mask_seg_dcm,
         })
+    }
+}
+
+impl Prepared {
+    /// The per-haematoma report of `mask` (stack order) on this scan: the model's final mask in
+    /// [`Prepared::finish`], and a reader's edited mask measured the same way. Sides come from
+    /// the brain's midline, or are unknown when the file does not say where left is.
+    pub fn haematomas(&self, mask: &Array3<u8>) -> Result<Vec<Haematoma>> {
+        let midline = Midline::for_scan(&self.scan, &self.brain)?;
+        metrics::haematomas(mask, &self.scan.stack, midline.as_ref())
     }
 }
 

@@ -67,6 +67,18 @@ fn segment_writes_a_mask_and_reports_json() {
     assert_eq!(report["orientation_known"], serde_json::Value::Bool(true));
     assert_eq!(report["hu_assumed"], serde_json::Value::Bool(false));
     assert_eq!(report["crf"], serde_json::Value::Bool(true));
+    // The per-haematoma list: largest first, volumes adding up to the total, the headline ABC/2
+    // being the largest's; the fixture's header carries an orientation, so sides are known.
+    let list = report["haematomas"].as_array().unwrap();
+    assert!(!list.is_empty());
+    assert_eq!(list[0]["id"], 1);
+    assert_eq!(report["abc2"], list[0]["abc2"]);
+    let sum: f64 = list.iter().map(|h| h["volume_ml"].as_f64().unwrap()).sum();
+    assert!((sum - ml).abs() < 1e-6, "{sum} vs {ml}");
+    for h in list {
+        let side = h["side"].as_str().unwrap();
+        assert!(["left", "right", "midline"].contains(&side), "{h}");
+    }
     let mask = ichnet::io::Scan::from_bytes(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(mask.stack.hu.dim(), (20, 152, 152));
 }
@@ -96,6 +108,12 @@ fn a_crf_config_with_a_misspelt_field_is_refused_by_name() {
 #[test]
 fn eval_crf_sweep_scores_each_configuration_from_one_network_pass() {
     let data = data_folder("cli-eval-data");
+    // A cases.tsv as `ichnet synth` writes it gives the per-kind summary.
+    std::fs::write(
+        data.join("cases.tsv"),
+        "name\tanatomy\tlesions\tblood_ml\ncase\tfixture\tiph,iph\t18.0\n",
+    )
+    .unwrap();
     let sweep = scratch("cli-eval-sweep").join("sweep.json");
     // The first entry is the default configuration, so it must reproduce the main CRF column;
     // the second switches both kernels off, which leaves the network's own mask.
@@ -126,6 +144,14 @@ fn eval_crf_sweep_scores_each_configuration_from_one_network_pass() {
         r["crf"]["appearance_weight"],
         rows[0]["crf"]["appearance_weight"]
     );
+    // Lesion-level detection: the fixture's one bleed is found with the CRF.
+    assert_eq!(r["cases"][0]["kind"], "iph");
+    assert!(r["ichnet_crf"]["lesions"].as_u64().unwrap() >= 1);
+    assert_eq!(r["ichnet_crf"]["lesion_sensitivity"], 1.0);
+    let kinds = r["per_kind"].as_array().unwrap();
+    assert_eq!(kinds.len(), 1);
+    assert_eq!(kinds[0]["kind"], "iph");
+    assert_eq!(kinds[0]["summary"], r["ichnet_crf"]);
 }
 
 #[test]

@@ -138,7 +138,7 @@ function showResult(name, { mask, mask_nifti, report }) {
   const crf = report.crf ? "on" : "off";
   const rows = [
     ["Haemorrhage volume", `${fmt(report.volume_ml)} mL`, true],
-    ["ABC/2", `${fmt(abc.ml)} mL (A ${fmt(abc.a_mm / 10)} cm × B ${fmt(abc.b_mm / 10)} cm × C ${fmt(abc.c_mm / 10)} cm / 2)`],
+    ["ABC/2 (largest haematoma)", `${fmt(abc.ml)} mL (A ${fmt(abc.a_mm / 10)} cm × B ${fmt(abc.b_mm / 10)} cm × C ${fmt(abc.c_mm / 10)} cm / 2)`],
     ["Slices with blood", String(report.slices_with_blood ?? "–")],
     ["Brain volume", `${fmt(report.brain_ml, 0)} mL`],
     ["CRF", crf],
@@ -155,7 +155,58 @@ function showResult(name, { mask, mask_nifti, report }) {
     return [dt, dd];
   }));
   ui.resName.textContent = name;
+  showHaematomas(report.haematomas ?? []);
   ui.results.hidden = false;
+}
+
+// ---- Per-haematoma list (issue 13): one row per connected component, a click goes to it. ----
+
+/** How the report's sides read on the page (the viewer shows the patient's right on the left). */
+const SIDE_LABEL = { left: "left", right: "right", midline: "midline", unknown: "side unknown" };
+
+/** The table of haematomas under the result list; created on first use, replaced on each result. */
+function showHaematomas(list) {
+  let table = document.getElementById("res-haematomas");
+  if (!table) {
+    table = Object.assign(document.createElement("table"), { id: "res-haematomas", className: "haematomas" });
+    table.setAttribute("aria-label", "Haematomas, largest first; choose one to show it");
+    ui.resList.after(table);
+  }
+  table.hidden = list.length === 0;
+  const head = document.createElement("tr");
+  for (const h of ["#", "Volume", "Side", "Slices", "ABC/2", "A × B × C"]) {
+    head.append(Object.assign(document.createElement("th"), { textContent: h }));
+  }
+  const rows = list.map((h) => {
+    const tr = document.createElement("tr");
+    tr.tabIndex = 0;
+    const a = h.abc2 ?? {};
+    const cells = [
+      String(h.id),
+      `${fmt(h.volume_ml, 2)} mL`,
+      SIDE_LABEL[h.side] ?? h.side,
+      `${h.slice_range[0] + 1}–${h.slice_range[1] + 1}`,
+      `${fmt(a.ml, 1)} mL`,
+      `${fmt(a.a_mm / 10)} × ${fmt(a.b_mm / 10)} × ${fmt(a.c_mm / 10)} cm`,
+    ];
+    tr.append(...cells.map((t) => Object.assign(document.createElement("td"), { textContent: t })));
+    // The slice where A and B were measured, at the component's centroid in that plane.
+    const go = () => {
+      const [, y, x] = h.centroid.map(Math.round);
+      viewer.goTo([a.slice ?? Math.round(h.centroid[0]), y, x]);
+      for (const r of table.querySelectorAll("tr.current")) r.classList.remove("current");
+      tr.classList.add("current");
+    };
+    tr.addEventListener("click", go);
+    tr.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        go();
+      }
+    });
+    return tr;
+  });
+  table.replaceChildren(head, ...rows);
 }
 
 /**

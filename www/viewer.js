@@ -156,6 +156,16 @@ export class Viewer {
     this.#schedule();
   }
 
+  // ---- Jump to a place (the per-haematoma list of issue 13). ----
+
+  /** Move the crosshair to voxel `[z, y, x]` (clamped to the volume) and redraw. */
+  goTo(pos) {
+    if (!this.#vol) return;
+    this.#pos = pos.map((v, k) => Math.min(this.#vol.dims[k] - 1, Math.max(0, Math.round(v))));
+    this.#active = 0;
+    this.#schedule();
+  }
+
   clear() {
     this.#vol = null;
     this.#mask = null;

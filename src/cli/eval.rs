@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use ichnet::crf::CrfConfig;
-use ichnet::metrics::{self, Confusion};
+use ichnet::metrics::{self, Confusion, LesionDetection};
 use ichnet::pipeline::{self, Prepared};
 use ichnet::{Error, Result, Stack};
 use ndarray::Array3;
@@ -68,8 +68,11 @@ pub struct Scores {
     pub sensitivity: Option<f64>,
     /// Precision (absent without predicted blood).
     pub precision: Option<f64>,
-    /// ABC/2 of the predicted mask, mL.
+    /// Headline ABC/2 of the predicted mask (its largest haematoma's, Kothari), mL.
     pub abc2_ml: f64,
+    /// True lesions (connected components of the true mask), how many the prediction found
+    /// (≥ 30 % covered) and its components that touch no true blood.
+    pub lesions: LesionDetection,
 }
 
 /// One evaluated case.
@@ -77,6 +80,10 @@ pub struct Scores {
 pub struct CaseResult {
     /// Case name.
     pub name: String,
+    /// Lesion kinds of the case from `cases.tsv` (sorted, `+`-joined: "iph", "iph+ivh",
+    /// "none"); absent without a `cases.tsv`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// True volume, mL.
     pub true_ml: f64,
     /// ABC/2 of the true mask, mL.
@@ -112,6 +119,25 @@ pub struct Summary {
     pub negative_cases: usize,
     /// Largest predicted volume on those cases, mL.
     pub max_ml_on_negatives: Option<f64>,
+    /// True lesions over all cases.
+    pub lesions: usize,
+    /// Of those, found (≥ 30 % covered).
+    pub lesions_found: usize,
+    /// `lesions_found / lesions` (absent without lesions).
+    pub lesion_sensitivity: Option<f64>,
+    /// Predicted components touching no true blood, over all cases.
+    pub false_positive_components: usize,
+}
+
+/// The summary of one method over the cases of one lesion kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindSummary {
+    /// Kinds of the cases (see [`CaseResult::kind`]).
+    pub kind: String,
+    /// Cases of this kind.
+    pub cases: usize,
+    /// Their summary.
+    pub summary: Summary,
 }
 
 /// One configuration of a `--crf-sweep` and how it scored.
@@ -132,6 +158,9 @@ struct Report {
     ichnet: Summary,
     ichnet_crf: Option<Summary>,
     baseline: Summary,
+    /// ICHNet (+ CRF unless `--no-crf`) per lesion kind, when the folder has a `cases.tsv`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    per_kind: Vec<KindSummary>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     crf_sweep: Vec<SweepResult>,
     seconds: f64,
@@ -167,6 +196,7 @@ fn scores(pred: &Array3<u8>, truth: &Array3<u8>, stack: &Stack, true_ml: f64) ->
         sensitivity: c.sensitivity(),
         precision: c.precision(),
         abc2_ml: metrics::abc2(pred, stack)?.ml,
+        lesions: LesionDetection::new(pred, truth)?,
     })
 }
 
@@ -209,7 +239,13 @@ fn summarise_scores(with: &[(f64, &Scores)]) -> Summary {
         .filter(|(ml, _)| *ml < 0.05)
         .map(|(_, s)| s.pred_ml)
         .collect();
+    let lesions: usize = with.iter().map(|(_, s)| s.lesions.lesions).sum();
+    let lesions_found: usize = with.iter().map(|(_, s)| s.lesions.found).sum();
     Summary {
+        lesions,
+        lesions_found,
+        lesion_sensitivity: (lesions > 0).then(|| lesions_found as f64 / lesions as f64),
+        false_positive_components: with.iter().map(|(_, s)| s.lesions.false_positives).sum(),
         cases_ge_1ml: big.len(),
         mean_dice_ge_1ml: mean(big.iter().copied()).unwrap_or(f64::NAN),
         median_dice_ge_1ml: median(big),
@@ -223,6 +259,68 @@ fn summarise_scores(with: &[(f64, &Scores)]) -> Summary {
     }
 }
 
+/// Lesion kinds per case from `DIR/cases.tsv` (written by `ichnet synth`): the `lesions` column
+/// ("iph,ivh,iph") as a sorted, de-duplicated, `+`-joined label ("iph+ivh"). Empty when the
+/// folder has no `cases.tsv` (data from elsewhere).
+///
+/// The masks are binary, so a lesion's kind is known exactly only in a case of one kind; cases
+/// mixing kinds form their own groups rather than being split by guess.
+fn case_kinds(dir: &std::path::Path) -> Result<std::collections::HashMap<String, String>> {
+    let path = dir.join("cases.tsv");
+    let mut out = std::collections::HashMap::new();
+    if !path.is_file() {
+        return Ok(out);
+    }
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
+    let col = |name: &str| {
+        header.iter().position(|h| *h == name).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{}: the header has no {name:?} column (columns: {})",
+                path.display(),
+                header.join(", ")
+            ))
+        })
+    };
+    let (name_col, kind_col) = (col("name")?, col("lesions")?);
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if let (Some(n), Some(k)) = (f.get(name_col), f.get(kind_col)) {
+            let mut kinds: Vec<&str> = k.split(',').map(str::trim).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            out.insert((*n).to_owned(), kinds.join("+"));
+        }
+    }
+    Ok(out)
+}
+
+/// Per-kind summaries of one method, kinds in name order.
+fn summarise_per_kind(
+    cases: &[CaseResult],
+    pick: impl Fn(&CaseResult) -> Option<&Scores>,
+) -> Vec<KindSummary> {
+    let mut kinds: Vec<&str> = cases.iter().filter_map(|c| c.kind.as_deref()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
+        .into_iter()
+        .map(|k| {
+            let with: Vec<(f64, &Scores)> = cases
+                .iter()
+                .filter(|c| c.kind.as_deref() == Some(k))
+                .filter_map(|c| pick(c).map(|s| (c.true_ml, s)))
+                .collect();
+            KindSummary {
+                kind: k.to_owned(),
+                cases: with.len(),
+                summary: summarise_scores(&with),
+            }
+        })
+        .collect()
+}
+
 /// Run `ichnet eval`.
 pub fn run(a: &EvalArgs) -> Result<()> {
     let t = Instant::now();
@@ -232,6 +330,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if let Some(m) = a.max_cases {
         cases.truncate(m);
     }
+    let kinds = case_kinds(&a.data)?;
     let crf_cfg = super::segment::crf_config(a.crf_config.as_deref())?;
     let sweep_cfgs = match &a.crf_sweep {
         Some(p) => sweep_configs(p)?,
@@ -289,6 +388,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             baseline.dice
         );
         results.push(CaseResult {
+            kind: kinds.get(name).cloned(),
             name: name.clone(),
             true_ml,
             true_abc2_ml,
@@ -327,7 +427,13 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 .map_or("-".into(), |v| format!("{v:.2}")),
         );
     }
+    let per_kind = if a.no_crf {
+        summarise_per_kind(&results, |c| Some(&c.ichnet))
+    } else {
+        summarise_per_kind(&results, |c| c.ichnet_crf.as_ref())
+    };
     let report = Report {
+        per_kind,
         data: a.data.display().to_string(),
         threshold: a.threshold,
         crf: (!a.no_crf).then_some(crf_cfg),
@@ -345,7 +451,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     } else {
         let line = |label: &str, s: &Summary| {
             println!(
-                "{label:<12} mean Dice (≥1 mL, n={}) {:.3}  median |ΔV| {:.2} mL  mean HD95 {} mm  max mL on {} negatives {}",
+                "{label:<12} mean Dice (≥1 mL, n={}) {:.3}  median |ΔV| {:.2} mL  mean HD95 {} mm  max mL on {} negatives {}  lesions found {}/{} ({})  false-positive components {}",
                 s.cases_ge_1ml,
                 s.mean_dice_ge_1ml,
                 s.median_abs_volume_error_ml,
@@ -353,6 +459,11 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 s.negative_cases,
                 s.max_ml_on_negatives
                     .map_or("-".into(), |v| format!("{v:.2}")),
+                s.lesions_found,
+                s.lesions,
+                s.lesion_sensitivity
+                    .map_or("-".into(), |v| format!("{v:.3}")),
+                s.false_positive_components,
             )
         };
         line("ICHNet", &report.ichnet);
@@ -360,6 +471,15 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             line("ICHNet+CRF", s);
         }
         line("baseline", &report.baseline);
+        if !report.per_kind.is_empty() {
+            println!(
+                "per lesion kind ({}):",
+                if a.no_crf { "ICHNet" } else { "ICHNet+CRF" }
+            );
+            for k in &report.per_kind {
+                line(&format!("  {} ({})", k.kind, k.cases), &k.summary);
+            }
+        }
         println!("{} cases in {:.0} s", report.cases.len(), report.seconds);
     }
     Ok(())

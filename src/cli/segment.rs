@@ -125,9 +125,16 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
         }
         println!("haemorrhage volume: {:.2} mL", seg.volume_ml);
         println!(
-            "ABC/2: {:.2} mL (A {:.1} mm, B {:.1} mm, C {:.1} mm over {} slices)",
-            seg.abc2.ml, seg.abc2.a_mm, seg.abc2.b_mm, seg.abc2.c_mm, seg.abc2.slices
+            "ABC/2 of the largest haematoma: {:.2} mL (A {:.1} mm, B {:.1} mm, C {:.1} mm: {} \
+             of its {} slices by Kothari's weighting)",
+            seg.abc2.ml,
+            seg.abc2.a_mm,
+            seg.abc2.b_mm,
+            seg.abc2.c_mm,
+            seg.abc2.weighted_slices,
+            seg.abc2.slices
         );
+        print_haematomas(&seg.haematomas);
         println!("brain volume: {:.0} mL", seg.brain_ml);
         println!(
             "CRF: {}; mask written to {}",
@@ -139,4 +146,39 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Most haematomas listed in the table (the JSON report has them all).
+const TABLE_ROWS: usize = 10;
+
+/// The per-haematoma table: one line each, largest first.
+fn print_haematomas(list: &[ichnet::metrics::Haematoma]) {
+    if list.is_empty() {
+        return;
+    }
+    println!(
+        "{:>3}  {:>8}  {:<8}  {:>9}  {:>8}  {:>24}",
+        "#", "mL", "side", "slices", "ABC/2 mL", "A × B × C mm"
+    );
+    for h in list.iter().take(TABLE_ROWS) {
+        println!(
+            "{:>3}  {:>8.2}  {:<8}  {:>9}  {:>8.2}  {:>24}",
+            h.id,
+            h.volume_ml,
+            h.side.name(),
+            format!("{}–{}", h.slice_range[0] + 1, h.slice_range[1] + 1),
+            h.abc2.ml,
+            format!(
+                "{:.1} × {:.1} × {:.1}",
+                h.abc2.a_mm, h.abc2.b_mm, h.abc2.c_mm
+            ),
+        );
+    }
+    if list.len() > TABLE_ROWS {
+        let rest: f64 = list[TABLE_ROWS..].iter().map(|h| h.volume_ml).sum();
+        println!(
+            "     … {} smaller ones, {rest:.2} mL together (all in --json)",
+            list.len() - TABLE_ROWS
+        );
+    }
 }
