@@ -33,7 +33,7 @@ struct Case {
 }
 
 fn from_scan(name: &str, bytes: &[u8]) -> Case {
-    let prep = Prepared::new(bytes).expect("a readable scan with brain");
+    let prep = Prepared::new(bytes, false).expect("a readable scan with brain");
     let (h, w) = prep.grid_hw();
     let slices = prep.slices();
     let (x, _) = prep.slice_batch(0..slices).expect("slices");

@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use ichnet::Stack;
 use ichnet::io::{Scan, Storage, write_stack_nifti_gz};
-use ichnet::model::input::SliceGrid;
 use ichnet::preprocess::brain_mask;
-use ndarray::{Array3, Axis};
+use ndarray::Axis;
+
+mod common;
 
 const CHILD_ENV: &str = "ICHNET_BENCH_READ_BRAIN_FILE";
 const RUNS: usize = 7;
@@ -41,25 +42,7 @@ fn build_input() -> ichnet::Result<Vec<u8>> {
     let (nz, _, _) = head.dims();
     let picks: Vec<usize> = (0..40).map(|k| (2 * k + 1) * nz / 80).collect();
     let slab = head.hu.select(Axis(0), &picks);
-    // Upsample with the network grid's own bilinear sampler, keeping the field of view (pixel
-    // centres at (j + 0.5)·n/512 − 0.5 in source indices).
-    let (_, ny, nx) = slab.dim();
-    let (sy, sx) = (ny as f32 / 512.0, nx as f32 / 512.0);
-    let grid = SliceGrid {
-        y0: 0.5 * sy - 0.5,
-        x0: 0.5 * sx - 0.5,
-        sy,
-        sx,
-        h: 512,
-        w: 512,
-    };
-    let mut hu = Array3::<f32>::zeros((slab.dim().0, 512, 512));
-    for (src, mut dst) in slab.outer_iter().zip(hu.outer_iter_mut()) {
-        let out = dst
-            .as_slice_mut()
-            .ok_or_else(|| ichnet::Error::InvalidInput("slice not contiguous".into()))?;
-        grid.resample(src, out);
-    }
+    let mut hu = common::upsample_512(slab.view());
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for v in hu.iter_mut() {
         seed = seed

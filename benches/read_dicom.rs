@@ -17,8 +17,9 @@ use dicom_object::mem::InMemDicomObject;
 use dicom_object::meta::FileMetaTableBuilder;
 use ichnet::Stack;
 use ichnet::io::{ReadOptions, Scan, Storage, read_files, write_stack_nifti_gz};
-use ichnet::preprocess::{Interp, resample_stack};
 use ndarray::Axis;
+
+mod common;
 
 const RUNS: usize = 5;
 
@@ -37,7 +38,7 @@ fn volume() -> ichnet::Result<Stack> {
     let (nz, _, _) = head.dims();
     let picks: Vec<usize> = (0..40).map(|k| (2 * k + 1) * nz / 80).collect();
     let slab = head.hu.select(Axis(0), &picks);
-    let hu = resample_stack(slab.view(), (512, 512), Interp::Bilinear)?;
+    let hu = common::upsample_512(slab.view());
     let fov = head.spacing[1] * head.dims().1 as f32;
     let spacing = [head.spacing[0] * nz as f32 / 40.0, fov / 512.0, fov / 512.0];
     let voxel_ml = spacing.iter().map(|&s| f64::from(s)).product::<f64>() / 1000.0;

@@ -161,7 +161,7 @@ fn training_mode_runs_sparse_with_gradients() {
     // lower the loss. Dropped or wrong-signed gradients would leave it or raise it.
     use burn::optim::{GradientsParams, SgdConfig};
     let grads = GradientsParams::from_grads(loss.backward(), &net);
-    assert!(grads.len() > 0, "no parameter received a gradient");
+    assert!(!grads.is_empty(), "no parameter received a gradient");
     let mut sgd = SgdConfig::new().init();
     let stepped = sgd.step(1e-2, net, grads);
     let after = loss_of(&stepped).into_data().try_into_vec::<f32>().unwrap()[0];

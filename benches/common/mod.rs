@@ -6,6 +6,7 @@ use ndarray::Array3;
 
 /// The bundled real head CT (assets/anatomy) resampled to 0.45 mm pixels and 32 slices of 4.5 mm,
 /// the usual clinical geometry, written as int16 NIfTI: the 512×512×32 scan of the benchmarks.
+#[allow(dead_code)] // not every bench that includes this module uses it
 pub fn clinical_scan() -> Vec<u8> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -50,4 +51,27 @@ pub fn clinical_scan() -> Vec<u8> {
         },
     )
     .expect("writable")
+}
+
+/// Every slice of `slab` upsampled to 512×512 over the same field of view, with the network
+/// grid's own bilinear sampler (pixel centres at `(j + 0.5)·n/512 − 0.5` in source indices): the
+/// in-plane matrix of a clinical scan, for the reading benchmarks.
+#[allow(dead_code)] // not every bench that includes this module uses it
+pub fn upsample_512(slab: ndarray::ArrayView3<'_, f32>) -> Array3<f32> {
+    use ichnet::model::input::SliceGrid;
+    let (nz, ny, nx) = slab.dim();
+    let (sy, sx) = (ny as f32 / 512.0, nx as f32 / 512.0);
+    let grid = SliceGrid {
+        y0: 0.5 * sy - 0.5,
+        x0: 0.5 * sx - 0.5,
+        sy,
+        sx,
+        h: 512,
+        w: 512,
+    };
+    let mut out = vec![0f32; nz * 512 * 512];
+    for (src, dst) in slab.outer_iter().zip(out.chunks_mut(512 * 512)) {
+        grid.resample(src, dst);
+    }
+    Array3::from_shape_vec((nz, 512, 512), out).expect("nz × 512 × 512 values")
 }

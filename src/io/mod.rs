@@ -205,34 +205,6 @@ impl Scan {
         dicom::seg::write(src, &file, opts).map(Some)
     }
 
-    /// The voxel-to-world affine (RAS+, mm) of the canonical stack: column 0 maps stack `x`,
-    /// column 1 `y`, column 2 `z`. Two readings of one scan agree here whatever their files'
-    /// axis orders.
-    pub fn stack_affine(&self) -> Affine {
-        let a = &self.info.affine;
-        let mut out = [[0.0; 4]; 4];
-        out[3][3] = 1.0;
-        for r in 0..3 {
-            out[r][3] = a[r][3];
-        }
-        for (file_axis, &stack_axis) in self.reorient.stack_axis.iter().enumerate() {
-            let col = 2 - stack_axis;
-            let sign = if self.reorient.flip[file_axis] {
-                -1.0
-            } else {
-                1.0
-            };
-            let last = self.reorient.file_dims[file_axis].saturating_sub(1) as f64;
-            for (o, row) in out.iter_mut().zip(a.iter()).take(3) {
-                o[col] = sign * row[file_axis];
-                if self.reorient.flip[file_axis] {
-                    o[3] += row[file_axis] * last;
-                }
-            }
-        }
-        out
-    }
-
     /// Values in stack order, rearranged into the file's voxel order (`i` fastest).
     pub fn to_file_order<T: Copy + Default>(&self, stack: &Array3<T>) -> Result<Vec<T>> {
         let want = self.stack.dims();

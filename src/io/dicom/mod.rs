@@ -709,6 +709,7 @@ fn build(
         qform_code: 0,
         sform_code: 0,
         affine_source: AffineSource::Dicom,
+        orientation_known: true,
         affine,
         axis_codes: reorient.axis_codes(),
         stack_dims: [nz, ny, nx],
