@@ -27,10 +27,11 @@ export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 
 wasm_log="$(mktemp)"
 step "wasm build with clippy (wasm32), in the background: $wasm_log"
-bash scripts/build-web.sh >"$wasm_log" 2>&1 &
+# Its own process group (setsid), so that stopping it stops cargo and rustc too.
+setsid bash scripts/build-web.sh >"$wasm_log" 2>&1 &
 wasm_pid=$!
 # Whatever happens below, the background build does not outlive this script.
-trap 'kill "$wasm_pid" 2>/dev/null || true' EXIT
+trap 'kill -- "-$wasm_pid" 2>/dev/null || true' EXIT
 
 step "native build with clippy (all targets)"
 cargo test --all-targets --no-run

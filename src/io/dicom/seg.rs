@@ -460,7 +460,7 @@ fn reference(r: &InstanceRef) -> InMemDicomObject {
 
 /// A decimal string of at most 16 characters (DICOM's DS limit), as precise as fits.
 fn ds(v: f64) -> String {
-    for prec in (0..=8).rev() {
+    for prec in (0..=15).rev() {
         let t = format!("{v:.prec$}");
         let t = if t.contains('.') {
             t.trim_end_matches('0').trim_end_matches('.').to_string()
