@@ -530,15 +530,8 @@ pub fn segment(
     opts: &SegmentOptions,
     progress: &mut dyn FnMut(Progress<'_>) -> bool,
 ) -> Result<Segmentation> {
-    let go = |p: &mut dyn FnMut(Progress<'_>) -> bool, stage, done, total| {
-        if p(Progress { stage, done, total }) {
-            Ok(())
-        } else {
-            Err(Error::Cancelled)
-        }
-    };
     opts.check()?;
-    go(progress, stage::BRAIN, 0, 1)?;
+    announce(progress, stage::BRAIN, 0, 1)?;
     let prep = Prepared::new(bytes, opts.assume_hu)?;
     segment_prepared(prep, model, device, opts, progress)
 }
@@ -553,15 +546,24 @@ pub fn segment_scan(
     progress: &mut dyn FnMut(Progress<'_>) -> bool,
 ) -> Result<Segmentation> {
     opts.check()?;
-    if !progress(Progress {
-        stage: stage::BRAIN,
-        done: 0,
-        total: 1,
-    }) {
-        return Err(Error::Cancelled);
-    }
+    announce(progress, stage::BRAIN, 0, 1)?;
     let prep = Prepared::from_scan(scan, opts.assume_hu)?;
     segment_prepared(prep, model, device, opts, progress)
+}
+
+/// Tell `progress` where the work is; its `false` cancels.
+#[cfg(not(target_arch = "wasm32"))]
+fn announce(
+    progress: &mut dyn FnMut(Progress<'_>) -> bool,
+    stage: &'static str,
+    done: usize,
+    total: usize,
+) -> Result<()> {
+    if progress(Progress { stage, done, total }) {
+        Ok(())
+    } else {
+        Err(Error::Cancelled)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -572,13 +574,6 @@ fn segment_prepared(
     opts: &SegmentOptions,
     progress: &mut dyn FnMut(Progress<'_>) -> bool,
 ) -> Result<Segmentation> {
-    let go = |p: &mut dyn FnMut(Progress<'_>) -> bool, stage, done, total| {
-        if p(Progress { stage, done, total }) {
-            Ok(())
-        } else {
-            Err(Error::Cancelled)
-        }
-    };
     run_network(&mut prep, model, device, opts.batch_slices, progress)?;
     if let Some(cfg) = &opts.crf {
         let mut cancelled = false;
@@ -596,7 +591,7 @@ fn segment_prepared(
         }
         res?;
     }
-    go(progress, stage::FINISH, 0, 1)?;
+    announce(progress, stage::FINISH, 0, 1)?;
     prep.finish(opts.threshold)
 }
 
