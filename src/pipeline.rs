@@ -81,7 +81,9 @@ pub struct Segmentation {
     /// The mask as gzipped NIfTI-1 in the input file's voxel grid and affine.
     #[serde(skip)]
     pub mask_nifti_gz: Vec<u8>,
-    /// For a DICOM input: the mask as a binary DICOM SEG of the source series.
+    /// For a DICOM input, when [`SegmentOptions::dicom_seg`] asked for it: the mask as a binary
+    /// DICOM SEG of the source series. Made only on request: the SEG writer (dicom-rs's object
+    /// writer and dictionary) would otherwise be linked into every page engine.
     #[serde(skip)]
     pub mask_seg_dcm: Option<Vec<u8>>,
     /// Haemorrhage volume, mL (voxel count × voxel volume).
@@ -395,9 +397,6 @@ impl Prepared {
         let min_voxels = (MIN_COMPONENT_ML / stack.voxel_ml.max(1e-12)).ceil() as usize;
         remove_small_components(&mut mask, min_voxels.max(1))?;
         let mask_nifti_gz = self.scan.mask_nifti_gz(&mask)?;
-        let mask_seg_dcm = self
-            .scan
-            .mask_seg_dcm(&mask, &crate::io::dicom::seg::SegOptions::default())?;
         let haematomas = self.haematomas(&mask)?;
         let abc2 = haematomas.first().map_or(Abc2::NONE, |h| h.abc2);
         let mut timings = self.timings.clone();
@@ -421,7 +420,7 @@ impl Prepared {
             warnings,
             mask,
             mask_nifti_gz,
-            mask_seg_dcm,
+            mask_seg_dcm: None,
         })
     }
 }
@@ -457,6 +456,11 @@ pub struct SegmentOptions {
     pub batch_slices: usize,
     /// Take the values as HU even when they do not look like HU (see [`Error::NotHu`]).
     pub assume_hu: bool,
+    /// Also write the mask as a DICOM SEG when the input is DICOM (native `segment --seg-out`).
+    /// Not a page option yet (the page engine has no SEG writer: see the README's DICOM section),
+    /// so JSON options naming it are refused as unknown rather than silently ignored.
+    #[serde(skip)]
+    pub dicom_seg: bool,
 }
 
 impl Default for SegmentOptions {
@@ -466,6 +470,7 @@ impl Default for SegmentOptions {
             crf: Some(CrfConfig::default()),
             batch_slices: 4,
             assume_hu: false,
+            dicom_seg: false,
         }
     }
 }
@@ -592,7 +597,13 @@ fn segment_prepared(
         res?;
     }
     announce(progress, stage::FINISH, 0, 1)?;
-    prep.finish(opts.threshold)
+    let mut seg = prep.finish(opts.threshold)?;
+    if opts.dicom_seg {
+        seg.mask_seg_dcm = prep
+            .scan()
+            .mask_seg_dcm(&seg.mask, &crate::io::dicom::seg::SegOptions::default())?;
+    }
+    Ok(seg)
 }
 
 /// Run the network over every slice of `prep`, `batch` slices per call, reading back

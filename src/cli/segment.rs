@@ -98,6 +98,7 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
             Some(crf_config(a.crf_config.as_deref())?)
         },
         assume_hu: a.assume_hu,
+        dicom_seg: a.seg_out.is_some(),
         ..SegmentOptions::default()
     };
     let quiet = a.json;
