@@ -83,7 +83,9 @@ pub fn load_model(weights: Option<&Path>, device: &Device) -> Result<IchNet> {
 pub fn run(a: &SegmentArgs) -> Result<()> {
     let device = device(a.gpu);
     let net = load_model(a.weights.as_deref(), &device)?;
+    let t_read = std::time::Instant::now();
     let scan = super::info::read_inputs(&a.scan, a.series.as_deref())?;
+    let read_ms = t_read.elapsed().as_secs_f64() * 1000.0;
     if a.seg_out.is_some() && !scan.is_dicom() {
         return Err(Error::InvalidInput(
             "--seg-out writes a DICOM Segmentation, which needs a DICOM input; this scan is NIfTI"
@@ -109,6 +111,16 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
         true
     })
     .map_err(|e| ichnet::io::in_file(&super::info::shown(&a.scan), e))?;
+    // The files were read here rather than inside the pipeline (a folder, a zip, a .hdr/.img
+    // pair): the report still names the stage, as the page's does.
+    let mut seg = seg;
+    seg.timings.insert(
+        0,
+        pipeline::Timing {
+            stage: pipeline::stage::READ.into(),
+            ms: read_ms,
+        },
+    );
     fs::write(&a.out, &seg.mask_nifti_gz).map_err(|e| Error::io(&a.out, e))?;
     if let (Some(path), Some(bytes)) = (&a.seg_out, &seg.mask_seg_dcm) {
         fs::write(path, bytes).map_err(|e| Error::io(path, e))?;
