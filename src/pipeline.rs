@@ -536,15 +536,18 @@ pub fn segment(
     progress: &mut dyn FnMut(Progress<'_>) -> bool,
 ) -> Result<Segmentation> {
     opts.check()?;
-    announce(progress, stage::BRAIN, 0, 1)?;
-    let prep = Prepared::new(bytes, opts.assume_hu)?;
-    segment_prepared(prep, model, device, opts, progress)
+    let t = clock();
+    let scan = Scan::from_bytes(bytes)?;
+    segment_scan(scan, elapsed_ms(t), model, device, opts, progress)
 }
 
-/// [`segment`] of a scan already read (a DICOM series, a zip: see [`crate::io::read_files`]).
+/// [`segment`] of a scan the caller read (a DICOM series, a zip, a `.hdr`/`.img` pair: see
+/// [`crate::io::read_files`]) in `read_ms`, which the report gives as its read stage, so every
+/// report names the same stages whoever read the files.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn segment_scan(
     scan: Scan,
+    read_ms: f64,
     model: &IchNet,
     device: &Device,
     opts: &SegmentOptions,
@@ -552,7 +555,14 @@ pub fn segment_scan(
 ) -> Result<Segmentation> {
     opts.check()?;
     announce(progress, stage::BRAIN, 0, 1)?;
-    let prep = Prepared::from_scan(scan, opts.assume_hu)?;
+    let mut prep = Prepared::from_scan(scan, opts.assume_hu)?;
+    prep.timings.insert(
+        0,
+        Timing {
+            stage: stage::READ.into(),
+            ms: read_ms,
+        },
+    );
     segment_prepared(prep, model, device, opts, progress)
 }
 

@@ -104,23 +104,14 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
         ..SegmentOptions::default()
     };
     let quiet = a.json;
-    let seg = pipeline::segment_scan(scan, &net, &device, &opts, &mut |p| {
+    let seg = pipeline::segment_scan(scan, read_ms, &net, &device, &opts, &mut |p| {
         if !quiet && p.stage == ichnet::pipeline::stage::NETWORK && p.done == p.total {
             eprintln!("network: {} slices done", p.total);
         }
         true
     })
     .map_err(|e| ichnet::io::in_file(&super::info::shown(&a.scan), e))?;
-    // The files were read here rather than inside the pipeline (a folder, a zip, a .hdr/.img
-    // pair): the report still names the stage, as the page's does.
-    let mut seg = seg;
-    seg.timings.insert(
-        0,
-        pipeline::Timing {
-            stage: pipeline::stage::READ.into(),
-            ms: read_ms,
-        },
-    );
+
     fs::write(&a.out, &seg.mask_nifti_gz).map_err(|e| Error::io(&a.out, e))?;
     if let (Some(path), Some(bytes)) = (&a.seg_out, &seg.mask_seg_dcm) {
         fs::write(path, bytes).map_err(|e| Error::io(path, e))?;
