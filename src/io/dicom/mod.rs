@@ -543,12 +543,18 @@ fn build(
     }
     let resampled = !irregular.is_empty();
     let (nk, step_vec, plan): (usize, [f64; 3], Vec<SliceFrom>) = if resampled {
-        let nk = (total / median + 1e-6).floor() as usize + 1;
+        // The step nearest the median that divides the whole extent, so that the first and the
+        // last stored slices are planes of the new grid: stepping by the median itself from the
+        // first slice can end short of the last one and drop the top of the head (a real GE
+        // series with steps 4.0/1.1/7.0/7.0 mm lost its last 5 mm that way).
+        let n_steps = (total / median).round().max(1.0);
+        let step = total / n_steps;
+        let nk = n_steps as usize + 1;
         check_size(rows, cols, nk)?;
         let mut plan = Vec::with_capacity(nk);
         let mut a = 0usize;
         for t in 0..nk {
-            let st = t as f64 * median;
+            let st = t as f64 * step;
             while a + 1 < last && s[a + 1] <= st {
                 a += 1;
             }
@@ -564,13 +570,14 @@ fn build(
         let shown: Vec<String> = irregular.iter().take(6).map(|&k| at(k)).collect();
         warnings.push(format!(
             "the slices are unequally spaced (steps {:.2} to {:.2} mm; irregular gaps at {}{}): \
-             they were resampled to the median step {median:.2} mm, {nk} slices",
+             they were resampled to {nk} slices {step:.2} mm apart (median step {median:.2} mm), \
+             keeping the first and last slices",
             steps[0],
             steps[steps.len() - 1],
             shown.join(", "),
             if irregular.len() > 6 { ", ..." } else { "" }
         ));
-        (nk, along.map(|v| v * median), plan)
+        (nk, along.map(|v| v * step), plan)
     } else {
         let nk = order.len();
         check_size(rows, cols, nk)?;
@@ -683,7 +690,7 @@ fn build(
         cols,
         iop: [row[0], row[1], row[2], col[0], col[1], col[2]],
         pixel_spacing: spacing,
-        slice_step: median,
+        slice_step: dot(step_vec, n).abs(),
         positions,
         slice_refs,
         instances: order.iter().map(|o| instance(o.2, o.3)).collect(),
