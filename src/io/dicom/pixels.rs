@@ -143,21 +143,14 @@ impl<'a> Decoder<'a> {
                 )));
             }
         }
-        // dicom-rs 0.10's RLE decoder indexes past a damaged segment's end (found by
-        // `mutated_series_never_panic`); natively that panic becomes this file's error. wasm32 has
-        // no unwinding, so there the page's worker dies instead and reports it.
-        #[cfg(not(target_arch = "wasm32"))]
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            obj.decode_pixel_data_frame(frame.frame)
-        }))
-        .map_err(|_| {
-            Error::Unsupported(
-                "the compressed pixel data is damaged: the decoder could not read it".into(),
-            )
-        })?;
-        #[cfg(target_arch = "wasm32")]
-        let decoded = obj.decode_pixel_data_frame(frame.frame);
-        let px = decoded
+        if h.transfer_syntax == RLE_LOSSLESS {
+            let fragment = rle_fragment(elem.value(), frame.frame as usize, frames)?;
+            let data = decode_rle(fragment, plane, bytes_per)?;
+            to_hu(&data, bytes_per, h.signed, frame.slope, frame.inter, out);
+            return Ok(());
+        }
+        let px = obj
+            .decode_pixel_data_frame(frame.frame)
             .map_err(|e| Error::Unsupported(format!("the pixel data cannot be decoded ({e})")))?;
         if px.rows() != h.rows || px.columns() != h.cols {
             return Err(Error::BadHeader(format!(
@@ -182,39 +175,196 @@ impl<'a> Decoder<'a> {
                 plane * bytes_per
             )));
         }
-        let (slope, inter) = (frame.slope, frame.inter);
-        let put = |o: &mut f32, raw: f64| {
-            let v = (raw * slope + inter) as f32;
-            *o = if v.is_finite() { v } else { NONFINITE_HU };
-        };
-        match (bytes_per, h.signed) {
-            (1, false) => out
-                .iter_mut()
-                .zip(data)
-                .for_each(|(o, &b)| put(o, f64::from(b))),
-            (1, true) => out
-                .iter_mut()
-                .zip(data)
-                .for_each(|(o, &b)| put(o, f64::from(b as i8))),
-            (2, s) => out.iter_mut().zip(data.chunks_exact(2)).for_each(|(o, c)| {
-                let b = [c[0], c[1]];
-                let raw = if s {
-                    f64::from(i16::from_ne_bytes(b))
-                } else {
-                    f64::from(u16::from_ne_bytes(b))
-                };
-                put(o, raw)
-            }),
-            (_, s) => out.iter_mut().zip(data.chunks_exact(4)).for_each(|(o, c)| {
-                let b = [c[0], c[1], c[2], c[3]];
-                let raw = if s {
-                    f64::from(i32::from_ne_bytes(b))
-                } else {
-                    f64::from(u32::from_ne_bytes(b))
-                };
-                put(o, raw)
-            }),
-        }
+        to_hu(data, bytes_per, h.signed, frame.slope, frame.inter, out);
         Ok(())
+    }
+}
+
+/// Stored samples (native byte order, `bytes_per` each) → HU with the frame's rescale.
+fn to_hu(data: &[u8], bytes_per: usize, signed: bool, slope: f64, inter: f64, out: &mut [f32]) {
+    let put = |o: &mut f32, raw: f64| {
+        let v = (raw * slope + inter) as f32;
+        *o = if v.is_finite() { v } else { NONFINITE_HU };
+    };
+    match (bytes_per, signed) {
+        (1, false) => out
+            .iter_mut()
+            .zip(data)
+            .for_each(|(o, &b)| put(o, f64::from(b))),
+        (1, true) => out
+            .iter_mut()
+            .zip(data)
+            .for_each(|(o, &b)| put(o, f64::from(b as i8))),
+        (2, s) => out.iter_mut().zip(data.chunks_exact(2)).for_each(|(o, c)| {
+            let b = [c[0], c[1]];
+            let raw = if s {
+                f64::from(i16::from_ne_bytes(b))
+            } else {
+                f64::from(u16::from_ne_bytes(b))
+            };
+            put(o, raw)
+        }),
+        (_, s) => out.iter_mut().zip(data.chunks_exact(4)).for_each(|(o, c)| {
+            let b = [c[0], c[1], c[2], c[3]];
+            let raw = if s {
+                f64::from(i32::from_ne_bytes(b))
+            } else {
+                f64::from(u32::from_ne_bytes(b))
+            };
+            put(o, raw)
+        }),
+    }
+}
+
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// The encapsulated fragment of `frame`: in RLE each frame is exactly one fragment (PS3.5 A.4.2).
+fn rle_fragment<I, P: AsRef<[u8]>>(
+    value: &Value<I, P>,
+    frame: usize,
+    frames: usize,
+) -> Result<&[u8]> {
+    let fragments = value.fragments().ok_or_else(|| {
+        Error::BadHeader("RLE Lossless pixel data is not encapsulated in fragments".into())
+    })?;
+    if fragments.len() != frames {
+        return Err(Error::Truncated(format!(
+            "RLE Lossless needs one fragment per frame: {frames} frame(s) but {} fragment(s)",
+            fragments.len()
+        )));
+    }
+    fragments
+        .get(frame)
+        .map(AsRef::as_ref)
+        .ok_or_else(|| Error::Truncated(format!("frame {frame} has no RLE fragment")))
+}
+
+/// One RLE Lossless frame (PS3.5 Annex G) → `plane` samples of `bytes_per` bytes, native order.
+///
+/// Written here rather than left to dicom-pixeldata: its 0.10 RLE decoder indexes past the end
+/// of a damaged segment and panics (found by `mutated_series_never_panic`), and on wasm32 a
+/// panic cannot be caught, so one damaged file killed the page's worker. Every read here is
+/// bounds-checked: a damaged fragment is an error sentence on every target.
+fn decode_rle(fragment: &[u8], plane: usize, bytes_per: usize) -> Result<Vec<u8>> {
+    let damaged =
+        |why: String| Error::Truncated(format!("the RLE-compressed pixels are damaged: {why}"));
+    let word = |i: usize| -> Option<usize> {
+        let b = fragment.get(4 * i..4 * i + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let n = word(0).ok_or_else(|| damaged("no RLE header".into()))?;
+    if n != bytes_per {
+        return Err(damaged(format!(
+            "{n} segment(s) for a one-sample image of {bytes_per} byte(s) per pixel (needs {bytes_per})"
+        )));
+    }
+    let mut starts = Vec::with_capacity(n + 1);
+    for i in 1..=n {
+        starts.push(word(i).ok_or_else(|| damaged("the header is cut short".into()))?);
+    }
+    starts.push(fragment.len());
+    if starts[0] < 64 || starts.windows(2).any(|w| w[0] > w[1]) {
+        return Err(damaged(format!(
+            "segment offsets {:?} are out of order or inside the header",
+            &starts[..n]
+        )));
+    }
+    let mut out = crate::error::try_filled(plane * bytes_per, 0u8, "one decoded RLE frame")?;
+    for (seg, w) in starts.windows(2).enumerate() {
+        let mut src = fragment[w[0]..w[1]].iter().copied();
+        // Segment 0 holds the most significant byte of every sample.
+        let byte = if cfg!(target_endian = "little") {
+            bytes_per - 1 - seg
+        } else {
+            seg
+        };
+        let mut at = 0usize;
+        while at < plane {
+            let Some(h) = src.next() else { break };
+            let h = h as i8;
+            if h >= 0 {
+                for _ in 0..=h as usize {
+                    let v = src.next().ok_or_else(|| {
+                        damaged(format!("segment {} ends inside a literal run", seg + 1))
+                    })?;
+                    if at < plane {
+                        out[at * bytes_per + byte] = v;
+                        at += 1;
+                    }
+                }
+            } else if h != -128 {
+                let v = src.next().ok_or_else(|| {
+                    damaged(format!("segment {} ends inside a replicate run", seg + 1))
+                })?;
+                for _ in 0..(1 - h as isize) as usize {
+                    if at < plane {
+                        out[at * bytes_per + byte] = v;
+                        at += 1;
+                    }
+                }
+            }
+        }
+        if at < plane {
+            return Err(damaged(format!(
+                "segment {} decodes to {at} of the frame's {plane} pixels",
+                seg + 1
+            )));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(offsets: &[u32]) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(&(offsets.len() as u32).to_le_bytes());
+        for (i, o) in offsets.iter().enumerate() {
+            h[4 + 4 * i..8 + 4 * i].copy_from_slice(&o.to_le_bytes());
+        }
+        h
+    }
+
+    #[test]
+    fn rle_decodes_literal_and_replicate_runs_into_16_bit_samples() {
+        // 4 pixels: 0x0102, 0x0102, 0x0103, 0xff04. High bytes: replicate 01 ×3, literal ff;
+        // low bytes: two literal runs of two.
+        let hi = [0xfeu8, 0x01, 0x00, 0xff];
+        let lo = [0x01u8, 0x02, 0x02, 0x01, 0x03, 0x04];
+        let mut f = header(&[64, 64 + hi.len() as u32]);
+        f.extend_from_slice(&hi);
+        f.extend_from_slice(&lo);
+        let got = decode_rle(&f, 4, 2).unwrap();
+        let vals: Vec<u16> = got
+            .chunks_exact(2)
+            .map(|c| u16::from_ne_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(vals, [0x0102, 0x0102, 0x0103, 0xff04]);
+    }
+
+    #[test]
+    fn damaged_rle_is_an_error_not_a_panic() {
+        let hi = [0xfeu8, 0x01, 0x00, 0xff];
+        let lo = [0x01u8, 0x02, 0x02, 0x01, 0x03, 0x04];
+        let mut good = header(&[64, 68]);
+        good.extend_from_slice(&hi);
+        good.extend_from_slice(&lo);
+        // every truncation, and every offset pointing anywhere, answers without panicking
+        for cut in 0..good.len() {
+            let _ = decode_rle(&good[..cut], 4, 2);
+        }
+        for off in [0u32, 3, 63, 200, u32::MAX] {
+            let mut f = good.clone();
+            f[8..12].copy_from_slice(&off.to_le_bytes());
+            assert!(decode_rle(&f, 4, 2).is_err() || off == 68);
+        }
+        let short = decode_rle(&good[..good.len() - 2], 4, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(short.contains("damaged"), "{short}");
+        let wrong = decode_rle(&good, 4, 1).unwrap_err().to_string();
+        assert!(wrong.contains("2 segment(s)"), "{wrong}");
     }
 }
