@@ -302,3 +302,96 @@ fn a_real_head_without_haemorrhage_that_the_model_never_saw_gets_at_most_half_a_
     );
     assert!(out.exists());
 }
+
+/// The DICOM path end to end, against the NIfTI path and dcm2niix: the page's sample (a real head
+/// with a simulated 28 mL bleed) written as a DICOM series by pydicom (nifti_to_dicom.py, voxels
+/// unchanged), segmented as that folder, as the original NIfTI, and as dcm2niix's NIfTI of the
+/// folder. All three must give the same mask, voxel for voxel in the same place, and the same
+/// volume: one pipeline, whatever the reader. Skipped (with a line) without python3+pydicom or dcm2niix.
+#[test]
+fn a_dicom_series_segments_as_its_nifti_and_as_dcm2niix_output() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/www/samples/sample_head_ct_simulated_bleed.nii.gz"
+    );
+    let dir = scratch("cli-dicom-vs-nifti");
+    let series = dir.join("series");
+    let made = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/dicom/nifti_to_dicom.py"
+        ))
+        .arg(sample)
+        .arg(&series)
+        .output();
+    if !made.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIP: python3 with numpy and pydicom is needed (scripts/setup.sh installs them)"
+        );
+        return;
+    }
+    let run = |input: &Path, tag: &str| -> (serde_json::Value, ichnet::io::Scan) {
+        let out = dir.join(format!("{tag}.nii.gz"));
+        let o = ichnet(&[
+            "segment",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{tag}: {}", stderr(&o));
+        let mask = ichnet::io::Scan::from_bytes(&std::fs::read(&out).unwrap()).unwrap();
+        (serde_json::from_slice(&o.stdout).unwrap(), mask)
+    };
+    // The masks, each read back in canonical stack order with its world affine: equal voxel for
+    // voxel and placed alike (a flipped or shifted grid fails here, not only a volume change).
+    let same_place = |a: &ichnet::io::Scan, b: &ichnet::io::Scan, what: &str| {
+        assert_eq!(a.stack.hu, b.stack.hu, "mask voxels, {what}");
+        let (fa, fb) = (a.stack_affine(), b.stack_affine());
+        for r in 0..3 {
+            for c in 0..4 {
+                assert!(
+                    (fa[r][c] - fb[r][c]).abs() < 1e-3,
+                    "{what}: affine {fa:?} vs {fb:?}"
+                );
+            }
+        }
+    };
+    let (dicom, m_dicom) = run(&series, "dicom");
+    let (nifti, m_nifti) = run(Path::new(sample), "nifti");
+    let ml = |r: &serde_json::Value| r["volume_ml"].as_f64().unwrap();
+    assert!(
+        ml(&nifti) > 20.0,
+        "the sample's bleed was found: {}",
+        ml(&nifti)
+    );
+    same_place(&m_dicom, &m_nifti, "DICOM vs NIfTI");
+    assert!(
+        (ml(&dicom) - ml(&nifti)).abs() < 1e-6,
+        "{} vs {}",
+        ml(&dicom),
+        ml(&nifti)
+    );
+
+    if Command::new("dcm2niix").arg("-v").output().is_err() {
+        eprintln!("SKIP: dcm2niix is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let conv = dir.join("dcm2niix");
+    std::fs::create_dir_all(&conv).unwrap();
+    let o = Command::new("dcm2niix")
+        .args(["-z", "y", "-b", "n", "-f", "scan", "-o"])
+        .arg(&conv)
+        .arg(&series)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "dcm2niix: {}", stderr(&o));
+    let (theirs, m_theirs) = run(&conv.join("scan.nii.gz"), "dcm2niix");
+    same_place(&m_dicom, &m_theirs, "ours vs dcm2niix's NIfTI");
+    assert!(
+        (ml(&dicom) - ml(&theirs)).abs() < 1e-6,
+        "{} vs {}",
+        ml(&dicom),
+        ml(&theirs)
+    );
+}
