@@ -386,6 +386,19 @@ impl Prepared {
         Ok(())
     }
 
+    /// The FINISH stage as every caller runs it (the CLI through [`segment_scan`], the page stage
+    /// by stage): [`Prepared::finish`] at the options' threshold, and the mask as a DICOM SEG when
+    /// the options ask for it and the input was DICOM.
+    pub fn finish_stage(&self, opts: &SegmentOptions) -> Result<Segmentation> {
+        let mut seg = self.finish(opts.threshold)?;
+        if opts.dicom_seg {
+            seg.mask_seg_dcm = self
+                .scan()
+                .mask_seg_dcm(&seg.mask, &crate::io::dicom::seg::SegOptions::default())?;
+        }
+        Ok(seg)
+    }
+
     /// Threshold, clean up and measure: the final mask, its NIfTI bytes in the input grid, and
     /// the report.
     pub fn finish(&self, threshold: f32) -> Result<Segmentation> {
@@ -456,9 +469,9 @@ pub struct SegmentOptions {
     pub batch_slices: usize,
     /// Take the values as HU even when they do not look like HU (see [`Error::NotHu`]).
     pub assume_hu: bool,
-    /// Also write the mask as a DICOM SEG when the input is DICOM (native `segment --seg-out`).
-    /// Not a page option yet (the page engine has no SEG writer: see the README's DICOM section),
-    /// so JSON options naming it are refused as unknown rather than silently ignored.
+    /// Also write the mask as a DICOM SEG when the input is DICOM: `segment --seg-out` asks for
+    /// it, the page always does (the wasm `Job.files` sets it). Not a JSON option: it says where
+    /// a file goes, not how to segment, so JSON naming it is refused as unknown.
     #[serde(skip)]
     pub dicom_seg: bool,
 }
@@ -607,13 +620,7 @@ fn segment_prepared(
         res?;
     }
     announce(progress, stage::FINISH, 0, 1)?;
-    let mut seg = prep.finish(opts.threshold)?;
-    if opts.dicom_seg {
-        seg.mask_seg_dcm = prep
-            .scan()
-            .mask_seg_dcm(&seg.mask, &crate::io::dicom::seg::SegOptions::default())?;
-    }
-    Ok(seg)
+    prep.finish_stage(opts)
 }
 
 /// Run the network over every slice of `prep`, `batch` slices per call, reading back

@@ -288,6 +288,8 @@ fn segment_options(json: &str) -> crate::Result<SegmentOptions> {
 enum State {
     /// The file's bytes (one `.nii`/`.nii.gz`, or a `.hdr` and its `.img`), not read yet.
     Bytes(Vec<u8>, Option<Vec<u8>>),
+    /// Named files as dropped (a DICOM folder, a `.zip`, one NIfTI) and the series chosen.
+    Files(Vec<(String, Vec<u8>)>, Option<String>),
     Read(Box<Scan>),
     Prepared(Box<Prepared>),
     Finished(Box<Segmentation>),
@@ -319,6 +321,25 @@ impl Job {
     /// A job for a `.hdr` + `.img` pair.
     pub fn pair(hdr: Vec<u8>, img: Vec<u8>, options: &str) -> Result<Job, JsError> {
         Job::with(hdr, Some(img), options)
+    }
+
+    /// A job for what the user dropped: the files of a DICOM folder, a `.zip` of a study, or one
+    /// NIfTI (routed by content, as `ichnet segment DIR_OR_FILES…` does). `series` picks a Series
+    /// Instance UID when the files hold several (see [`list_series`]).
+    pub fn files(
+        names: Vec<String>,
+        buffers: js_sys::Array,
+        series: Option<String>,
+        options: &str,
+    ) -> Result<Job, JsError> {
+        let files = named_buffers(names, &buffers);
+        let mut opts = segment_options(options).map_err(js)?;
+        // The page offers the DICOM SEG beside the NIfTI mask (for a DICOM input; a no-op else).
+        opts.dicom_seg = true;
+        Ok(Job {
+            state: Rc::new(RefCell::new(State::Files(files, series))),
+            opts,
+        })
     }
 
     fn with(a: Vec<u8>, b: Option<Vec<u8>>, options: &str) -> Result<Job, JsError> {
@@ -358,6 +379,14 @@ impl Job {
                     Err(e) => (State::Bytes(a, b), Err(js(e))),
                 }
             }
+            (stage::READ, State::Files(files, series)) => {
+                let opts = crate::io::ReadOptions { series };
+                match crate::io::read_files(files, &opts) {
+                    Ok(scan) => (State::Read(Box::new(scan)), Ok(())),
+                    // The files went into the failed call; the job cannot go on, and says why.
+                    Err(e) => (State::Empty, Err(js(e))),
+                }
+            }
             (stage::BRAIN, State::Read(scan)) => {
                 match Prepared::from_scan(*scan, self.opts.assume_hu) {
                     Ok(p) => (State::Prepared(Box::new(p)), Ok(())),
@@ -372,7 +401,7 @@ impl Job {
                 };
                 (State::Prepared(p), r)
             }
-            (stage::FINISH, State::Prepared(p)) => match p.finish(self.opts.threshold) {
+            (stage::FINISH, State::Prepared(p)) => match p.finish_stage(&self.opts) {
                 Ok(seg) => (State::Finished(Box::new(seg)), Ok(())),
                 Err(e) => (State::Prepared(p), Err(js(e))),
             },
@@ -535,6 +564,24 @@ fn batch_range(i: usize, batch: usize, slices: usize) -> std::ops::Range<usize> 
     start..start.saturating_add(batch).min(slices)
 }
 
+/// The DICOM series among dropped files, as JSON (`[{uid, number, description, modality, images,
+/// rows, cols}]`), so the page can offer a choice before reading one.
+#[wasm_bindgen(js_name = listSeries)]
+pub fn list_series(names: Vec<String>, buffers: js_sys::Array) -> Result<String, JsError> {
+    let files = named_buffers(names, &buffers);
+    let list = crate::io::list_series(files).map_err(js)?;
+    serde_json::to_string(&list)
+        .map_err(|e| JsError::new(&format!("the series list could not be encoded: {e}")))
+}
+
+/// `(name, bytes)` pairs from parallel arrays of names and `ArrayBuffer`s / `Uint8Array`s.
+fn named_buffers(names: Vec<String>, buffers: &js_sys::Array) -> Vec<(String, Vec<u8>)> {
+    names
+        .into_iter()
+        .zip(buffers.iter().map(|b| Uint8Array::new(&b).to_vec()))
+        .collect()
+}
+
 /// What a finished job hands to the page.
 #[wasm_bindgen]
 pub struct Output {
@@ -547,6 +594,13 @@ impl Output {
     #[wasm_bindgen(js_name = maskNifti)]
     pub fn mask_nifti(&self) -> Uint8Array {
         Uint8Array::from(self.seg.mask_nifti_gz.as_slice())
+    }
+
+    /// The mask as a binary DICOM SEG of the source series (`segment --seg-out`); empty for a
+    /// NIfTI input.
+    #[wasm_bindgen(js_name = maskSeg)]
+    pub fn mask_seg(&self) -> Uint8Array {
+        Uint8Array::from(self.seg.mask_seg_dcm.as_deref().unwrap_or(&[]))
     }
 
     /// The mask in stack order (0/1), for the viewer's overlay.

@@ -6,6 +6,7 @@
 // origins not in the allow-list are ignored.
 
 import { Segmenter } from "./embed.js";
+import { displayName, droppedEntries, inputFiles, readPicked } from "./files.js";
 import { Frame, Stage } from "./protocol.js";
 import { PRESETS, Viewer } from "./viewer.js";
 
@@ -16,6 +17,9 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   drop: $("drop"),
   file: $("file"),
+  folder: $("folder"),
+  seriesPanel: $("series"),
+  seriesList: $("series-list"),
   sample: $("sample"),
   crf: $("opt-crf"),
   crfAppearance: $("opt-crf-appearance"),
@@ -41,6 +45,7 @@ const ui = {
   resList: $("res-list"),
   dlMask: $("dl-mask"),
   dlReport: $("dl-report"),
+  dlSeg: $("dl-seg"),
 };
 
 const segmenter = new Segmenter();
@@ -118,14 +123,22 @@ function showVolume(msg) {
 
 const fmt = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : "–");
 
-function showResult(name, { mask, mask_nifti, report }) {
+function showResult(name, { mask, mask_nifti, mask_seg, report }) {
   viewer.setMask(mask);
   viewer.focusMask();
   for (const url of downloads) URL.revokeObjectURL(url);
-  const base = name.replace(/\.(nii\.gz|nii|hdr|img)$/i, "");
+  const base = name.replace(/ \(\d+ files\)$/, "").replace(/\/$/, "").replace(/\.(nii\.gz|nii|hdr|img|zip|dcm)$/i, "") || "scan";
   const maskUrl = URL.createObjectURL(new Blob([mask_nifti], { type: "application/gzip" }));
   const reportUrl = URL.createObjectURL(new Blob([JSON.stringify(report, null, 2)], { type: "application/json" }));
   downloads = [maskUrl, reportUrl];
+  ui.dlSeg.hidden = !mask_seg;
+  if (mask_seg) {
+    // A DICOM input: the mask also as a DICOM Segmentation of the source series, for a PACS.
+    const segUrl = URL.createObjectURL(new Blob([mask_seg], { type: "application/dicom" }));
+    downloads.push(segUrl);
+    ui.dlSeg.href = segUrl;
+    ui.dlSeg.download = `${base}_ich_seg.dcm`;
+  }
   ui.dlMask.href = maskUrl;
   ui.dlMask.download = `${base}_ich_mask.nii.gz`;
   ui.dlReport.href = reportUrl;
@@ -212,11 +225,14 @@ function showHaematomas(list) {
 /**
  * Run one scan through the worker. Returns the result, or null when it failed or was cancelled
  * (the message is already on the page). Safe to call again at once: the page never gets stuck.
+ * `files` is a thunk (`() => Promise<[{ name, bytes }]>`) or the list itself: reading hundreds of
+ * DICOM files is part of the run, with its own progress, and is cancelled with it.
  */
-async function run(files, displayName, { onProgress, options = currentOptions() } = {}) {
+async function run(files, displayName, { onProgress, options = currentOptions(), onSeries } = {}) {
   abort?.abort();
   clearMessages();
   ui.results.hidden = true;
+  ui.seriesPanel.hidden = true;
   viewer.setMask(null);
   ui.status.hidden = false;
   ui.cancel.disabled = false;
@@ -225,7 +241,9 @@ async function run(files, displayName, { onProgress, options = currentOptions() 
   abort = new AbortController();
   const mine = abort;
   try {
-    const result = await segmenter.run(files, {
+    const list = typeof files === "function" ? await files() : files;
+    if (mine.signal.aborted) throw Object.assign(new Error("cancelled"), { name: "AbortError" });
+    const result = await segmenter.run(list, {
       ...options,
       signal: mine.signal,
       onProgress: (p) => {
@@ -244,6 +262,7 @@ async function run(files, displayName, { onProgress, options = currentOptions() 
     } else {
       showError(`${displayName}: ${e.message}`);
       if (!ui.results.hidden) ui.results.hidden = true;
+      if (e.series && onSeries) onSeries(e.series);
       setState("error");
     }
     return null;
@@ -254,35 +273,50 @@ async function run(files, displayName, { onProgress, options = currentOptions() 
   }
 }
 
-/** Pair up dropped files: one .nii(.gz), or a .hdr with its .img. */
-async function filesToJob(list) {
-  const files = [...list];
-  if (files.length === 0) throw new Error("no file was given");
-  const lower = (f) => f.name.toLowerCase();
-  const hdr = files.find((f) => lower(f).endsWith(".hdr"));
-  const img = files.find((f) => lower(f).endsWith(".img"));
-  if (hdr || img) {
-    if (!hdr || !img) {
-      const have = (hdr ?? img).name;
-      throw new Error(`${have} is half of an Analyze/NIfTI pair: choose the .hdr and the .img together`);
-    }
-    return { name: hdr.name, files: [{ name: hdr.name, bytes: await hdr.arrayBuffer() }, { name: img.name, bytes: await img.arrayBuffer() }] };
-  }
-  if (files.length > 1) throw new Error(`${files.length} files were given: choose one scan (or one .hdr with its .img)`);
-  return { name: files[0].name, files: [{ name: files[0].name, bytes: await files[0].arrayBuffer() }] };
-}
+/** Reading the user's files, shown on the progress line (a DICOM folder is hundreds of files). */
+const readProgress = (done, total) => {
+  ui.progress.value = 0;
+  ui.stage.textContent = `reading files: ${done}/${total}`;
+};
 
-async function runFiles(list) {
-  let job;
+/**
+ * Segment what the user picked: `pick` resolves to `[{ file, path }]` (files.js). When the files
+ * hold several DICOM series, the page lists them and runs again on the one the reader chooses.
+ */
+async function runPicked(pick, options = currentOptions()) {
+  let picked;
   try {
-    job = await filesToJob(list);
+    picked = await pick();
   } catch (e) {
     clearMessages();
-    showError(e.message);
+    showError(`the dropped files could not be listed (${e.message})`);
     setState("error");
     return;
   }
-  await run(job.files, job.name);
+  const name = picked.length ? displayName(picked) : "nothing";
+  await run(() => readPicked(picked, readProgress), name, {
+    options,
+    onSeries: (series) => offerSeries(series, (uid) => runPicked(async () => picked, { ...options, series: uid })),
+  });
+}
+
+/** The series of a multi-series drop, one button each: what a reader needs, no patient identity. */
+function offerSeries(series, choose) {
+  const buttons = series.map((s) => {
+    const b = Object.assign(document.createElement("button"), { type: "button" });
+    const what = [s.number != null ? `#${s.number}` : null, s.description || "(no description)", s.modality].filter(Boolean).join(" ");
+    b.textContent = `${what}: ${s.images} images, ${s.cols}×${s.rows}`;
+    b.dataset.uid = s.uid;
+    b.addEventListener("click", () => {
+      ui.seriesPanel.hidden = true;
+      choose(s.uid);
+    });
+    const li = document.createElement("li");
+    li.append(b);
+    return li;
+  });
+  ui.seriesList.replaceChildren(...buttons);
+  ui.seriesPanel.hidden = false;
 }
 
 async function runSample() {
@@ -301,11 +335,13 @@ async function runSample() {
 }
 
 function wireInput() {
-  ui.file.addEventListener("change", () => {
-    const list = ui.file.files;
-    if (list?.length) runFiles(list);
-    ui.file.value = "";
-  });
+  for (const input of [ui.file, ui.folder]) {
+    input.addEventListener("change", () => {
+      const picked = inputFiles(input.files ?? []);
+      input.value = "";
+      if (picked.length) runPicked(async () => picked);
+    });
+  }
   ui.sample.addEventListener("click", runSample);
   ui.cancel.addEventListener("click", () => abort?.abort());
   for (const ev of ["dragenter", "dragover"]) {
@@ -317,7 +353,8 @@ function wireInput() {
   for (const ev of ["dragleave", "drop"]) ui.drop.addEventListener(ev, () => ui.drop.classList.remove("over"));
   ui.drop.addEventListener("drop", (e) => {
     e.preventDefault();
-    if (e.dataTransfer?.files?.length) runFiles(e.dataTransfer.files);
+    // Taken now: the drop's item list is emptied once this handler returns.
+    runPicked(droppedEntries(e.dataTransfer));
   });
   // A file dropped next to the drop zone must not make the browser navigate away from the page.
   window.addEventListener("dragover", (e) => e.preventDefault());
@@ -362,21 +399,36 @@ function wireEmbed(params) {
       abort?.abort();
       return;
     }
-    if (msg.type !== Frame.SEGMENT || !(msg.bytes instanceof ArrayBuffer)) return;
+    if (msg.type !== Frame.SEGMENT) return;
+    const files = Array.isArray(msg.files)
+      ? msg.files.filter((f) => f && f.bytes instanceof ArrayBuffer).map((f) => ({ name: String(f.name ?? "file"), bytes: f.bytes }))
+      : msg.bytes instanceof ArrayBuffer ? [{ name: typeof msg.name === "string" ? msg.name : "scan.nii.gz", bytes: msg.bytes }] : [];
+    if (files.length === 0) return;
     const id = msg.id;
     current = id;
-    const name = typeof msg.name === "string" ? msg.name : "scan.nii.gz";
+    const name = typeof msg.name === "string" ? msg.name : files.length === 1 ? files[0].name : `${files.length} files`;
     // The host's options, as the ES module takes them (protocol.js); the core refuses bad ones.
     const options = { ...currentOptions(), ...(msg.options ?? {}) };
-    const result = await run([{ name, bytes: msg.bytes }], name, {
+    let series = null;
+    const result = await run(files, name, {
+      onSeries: (list) => {
+        series = list;
+      },
       options,
       onProgress: (p) => reply({ type: Frame.PROGRESS, id, stage: p.stage, index: p.index, count: p.count, done: p.done, total: p.total }),
     });
     if (result) {
       const copy = result.mask_nifti.slice();
-      reply({ type: Frame.RESULT, id, report: result.report, mask_nifti: copy }, [copy.buffer]);
+      const out = { type: Frame.RESULT, id, report: result.report, mask_nifti: copy };
+      const transfer = [copy.buffer];
+      if (result.mask_seg) {
+        out.mask_seg = result.mask_seg.slice();
+        transfer.push(out.mask_seg.buffer);
+      }
+      reply(out, transfer);
     } else {
-      reply({ type: Frame.ERROR, id, message: document.body.dataset.state === "cancelled" ? "cancelled" : ui.error.textContent });
+      const message = document.body.dataset.state === "cancelled" ? "cancelled" : ui.error.textContent;
+      reply({ type: Frame.ERROR, id, message, ...(series ? { series } : {}) });
     }
   });
   // Posting with an explicit target origin means only an allowed parent can hear us.

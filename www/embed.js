@@ -41,11 +41,13 @@ export class Segmenter {
   }
 
   /**
-   * Segment one scan. `files`: `[{ name, bytes: ArrayBuffer }]` (one .nii/.nii.gz, or a .hdr and
-   * its .img). The buffers are transferred to the worker: the caller's copies become empty.
-   * `options`: the segmentation options of protocol.js (backend, threshold, crf). Resolves with
-   * the result of protocol.js (`{ report, mask_nifti }`) plus `mask` (canonical order, for a
-   * viewer) and `volume` (the VOLUME message); rejects with the core's message.
+   * Segment one scan. `files`: `[{ name, bytes: ArrayBuffer }]` (one .nii/.nii.gz, a .hdr and
+   * its .img, the files of a DICOM series, or a .zip). The buffers are transferred to the worker:
+   * the caller's copies become empty. `options`: the segmentation options of protocol.js
+   * (backend, threshold, crf, assume_hu, series). Resolves with the result of protocol.js
+   * (`{ report, mask_nifti, mask_seg? }`) plus `mask` (canonical order, for a viewer) and
+   * `volume` (the VOLUME message); rejects with the core's message (with `error.series` when
+   * the files hold several DICOM series and none was chosen).
    */
   run(files, { onProgress, onVolume, signal, ...options } = {}) {
     if (signal?.aborted) return Promise.reject(abortError());
@@ -72,15 +74,21 @@ export class Segmenter {
             volume = msg;
             onVolume?.(msg);
             break;
-          case FromWorker.RESULT:
+          case FromWorker.RESULT: {
             done();
-            resolve({ report: msg.report, mask_nifti: msg.mask_nifti, mask: msg.mask, volume });
+            const result = { report: msg.report, mask_nifti: msg.mask_nifti, mask: msg.mask, volume };
+            if (msg.mask_seg) result.mask_seg = msg.mask_seg;
+            resolve(result);
             break;
-          case FromWorker.ERROR:
+          }
+          case FromWorker.ERROR: {
             done();
             if (msg.fatal) this.terminate();
-            reject(new Error(msg.message));
+            const error = new Error(msg.message);
+            if (msg.series) error.series = msg.series;
+            reject(error);
             break;
+          }
         }
       };
       const onError = (event) => {
@@ -106,22 +114,42 @@ export class Segmenter {
 
 let shared = null;
 
+/** `[{ name, bytes: ArrayBuffer }]` from what a caller passes, each buffer a copy the worker may take. */
+async function toFiles(input, name) {
+  const copy = (b) => {
+    const v = b instanceof ArrayBuffer ? new Uint8Array(b) : new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    return v.slice().buffer;
+  };
+  if (input instanceof ArrayBuffer || ArrayBuffer.isView(input)) return [{ name, bytes: copy(input) }];
+  const list = [...input];
+  if (list.length === 0) throw new Error("no file was given");
+  return Promise.all(list.map(async (f, i) => {
+    if (typeof Blob !== "undefined" && f instanceof Blob) return { name: f.name ?? `file${i}`, bytes: await f.arrayBuffer() };
+    if (f && (f.bytes instanceof ArrayBuffer || ArrayBuffer.isView(f.bytes))) return { name: String(f.name ?? `file${i}`), bytes: copy(f.bytes) };
+    throw new Error(`file ${i + 1} is neither a File nor { name, bytes }`);
+  }));
+}
+
 /**
- * Segment a head CT given as NIfTI bytes (`.nii` or `.nii.gz`, gzip sniffed).
+ * Segment a head CT.
  *
- * `bytes`: ArrayBuffer or typed array (copied, so the caller keeps its own).
+ * `input`: NIfTI bytes (ArrayBuffer or typed array: `.nii` or `.nii.gz`, gzip sniffed), or a list
+ * of files, as `File`s (a folder's `<input webkitdirectory>` selection, say) or `{ name, bytes }`:
+ * the files of a DICOM series, a `.zip` of a study, or a `.hdr` with its `.img`. Bytes are
+ * copied, so the caller keeps its own.
  * Options: `onProgress({ stage, index, count, done, total })`, `signal` (AbortSignal: stops the
  * work), `name`, and the segmentation options of protocol.js: `backend` ("auto" | "webgpu" |
- * "cpu"), `threshold`, `crf` (null | { CrfConfig fields }), `assume_hu`, as the CLI takes them.
+ * "cpu"), `threshold`, `crf` (null | { CrfConfig fields }), `assume_hu`, `series`, as the CLI
+ * takes them.
  *
- * Resolves with the result of protocol.js, `{ report, mask_nifti }` (the same shape the iframe
- * posts); rejects with an Error whose message is meant for the user, or an AbortError when
+ * Resolves with the result of protocol.js, `{ report, mask_nifti, mask_seg? }` (the same shape
+ * the iframe posts); rejects with an Error whose message is meant for the user (and `series`,
+ * the list to choose from, when the files hold several DICOM series), or an AbortError when
  * `signal` fires.
  */
-export async function segment(bytes, { name = "scan.nii.gz", ...options } = {}) {
-  const view = bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const copy = view.slice().buffer;
+export async function segment(input, { name = "scan.nii.gz", ...options } = {}) {
+  const files = await toFiles(input, name);
   shared ??= new Segmenter();
-  const { report, mask_nifti } = await shared.run([{ name, bytes: copy }], options);
-  return { report, mask_nifti };
+  const { report, mask_nifti, mask_seg } = await shared.run(files, options);
+  return mask_seg ? { report, mask_nifti, mask_seg } : { report, mask_nifti };
 }

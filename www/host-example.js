@@ -38,11 +38,15 @@ window.addEventListener("message", (event) => {
       // The result shape of protocol.js: { report, mask_nifti }, as the ES module's segment() gives.
       window.ichnetHost.result = msg.report;
       window.ichnetHost.maskNifti = msg.mask_nifti;
+      // A DICOM input also gives the mask as a DICOM SEG, to store back in the PACS.
+      window.ichnetHost.maskSeg = msg.mask_seg ?? null;
       status.textContent = `haemorrhage ${msg.report.volume_ml.toFixed(1)} mL (mask ${msg.mask_nifti.byteLength} bytes)`;
       out.textContent = JSON.stringify(msg.report, null, 2);
       break;
     case Frame.ERROR:
       window.ichnetHost.error = msg.message;
+      // Several DICOM series and none chosen: the list, to send again with options.series.
+      window.ichnetHost.series = msg.series ?? null;
       status.textContent = `error: ${msg.message}`;
       break;
   }
@@ -58,9 +62,23 @@ window.ichnetHost.send = (name, bytes, options = {}) => {
   return id;
 };
 
+/**
+ * Send several files (a DICOM series, a .zip of a study, a .hdr with its .img) as `[{ name, bytes:
+ * ArrayBuffer }]` (buffers transferred). Returns the request id.
+ */
+window.ichnetHost.sendFiles = (files, options = {}) => {
+  const id = nextId++;
+  current = id;
+  window.ichnetHost.result = null;
+  window.ichnetHost.error = null;
+  frame.contentWindow.postMessage({ type: Frame.SEGMENT, id, files, options }, appOrigin, files.map((f) => f.bytes));
+  return id;
+};
+
 document.getElementById("host-file").addEventListener("change", async (e) => {
-  const file = e.target.files?.[0];
-  if (file) window.ichnetHost.send(file.name, await file.arrayBuffer());
+  const list = [...(e.target.files ?? [])];
+  if (list.length === 1) window.ichnetHost.send(list[0].name, await list[0].arrayBuffer());
+  else if (list.length > 1) window.ichnetHost.sendFiles(await Promise.all(list.map(async (f) => ({ name: f.name, bytes: await f.arrayBuffer() }))));
 });
 document.getElementById("host-cancel").addEventListener("click", () => {
   if (current) frame.contentWindow.postMessage({ type: Frame.CANCEL, id: current }, appOrigin);

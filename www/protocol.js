@@ -17,15 +17,19 @@
  *              iterations, ...; missing ones keep their defaults } (--crf-config); omitted: defaults
  *   assume_hu  true takes values that do not look like HU as HU, recorded in the report as
  *              `hu_assumed` (--assume-hu); without it such scans are refused
+ *   series     the Series Instance UID to read when the files hold several DICOM series
+ *              (--series); without it such files are refused with the list (`ERROR.series`)
  *
- * Everything but `backend` and `workers` (the browser's own) goes to the core as is, which refuses unknown names and bad values
- * with the CLI's sentences.
+ * Everything but `backend`, `workers` and `series` (the reader's) goes to the core as is, which
+ * refuses unknown names and bad values with the CLI's sentences.
  */
 
 /**
  * The result, one shape for the ES module, `Segmenter.run` and the iframe protocol:
  *
- *   { report, mask_nifti: Uint8Array (.nii.gz in the input's grid, the CLI's -o bytes) }
+ *   { report, mask_nifti: Uint8Array (.nii.gz in the input's grid, the CLI's -o bytes),
+ *     mask_seg?: Uint8Array (a binary DICOM Segmentation of the source series, the CLI's
+ *                --seg-out bytes; present only for a DICOM input) }
  *
  * `report` is exactly what `ichnet segment --json` prints (snake_case: volume_ml, abc2, brain_ml,
  * timings: [{ stage, ms }], warnings, ...), its `timings` measured by the browser's clock for the
@@ -38,7 +42,11 @@
 
 /** Messages to the worker. */
 export const ToWorker = Object.freeze({
-  /** `{ type, id, files: [{ name, bytes: ArrayBuffer }], options }`; bytes transferred. */
+  /**
+   * `{ type, id, files: [{ name, bytes: ArrayBuffer }], options }`; bytes transferred. `files`:
+   * one .nii/.nii.gz, a .hdr with its .img, the files of a DICOM series (or several, with
+   * `options.series`), or .zip files of them.
+   */
   SEGMENT: "segment",
   /**
    * To a helper worker (same file, another module instance): `{ type, id, x: Float32Array,
@@ -60,11 +68,15 @@ export const FromWorker = Object.freeze({
    * the network runs. `info` is `ichnet info --json`.
    */
   VOLUME: "volume",
-  /** `{ type, id, report, mask: Uint8Array (canonical order), mask_nifti: Uint8Array }` (buffers transferred). */
+  /** `{ type, id, report, mask: Uint8Array (canonical order), mask_nifti, mask_seg? }` (buffers transferred). */
   RESULT: "result",
   /** `{ type, id, probs: Float32Array, memory }` from a helper: one batch's probabilities, its wasm memory. */
   BATCH: "batch",
-  /** `{ type, id, message, fatal }`: a sentence for the user; the worker stays usable unless fatal. */
+  /**
+   * `{ type, id, message, fatal, series? }`: a sentence for the user; the worker stays usable
+   * unless fatal. `series` (several DICOM series and none chosen): `[{ uid, number, description,
+   * modality, images, rows, cols }]`, to choose from and run again with `options.series`.
+   */
   ERROR: "error",
 });
 
@@ -88,14 +100,18 @@ export const Backend = Object.freeze({
 export const Frame = Object.freeze({
   /** iframe -> host, once the app can take a scan: `{ type }`. */
   READY: "ichnet:ready",
-  /** host -> iframe: `{ type, id, name, bytes: ArrayBuffer, options }` (bytes transferred; options as above). */
+  /**
+   * host -> iframe: `{ type, id, name, bytes: ArrayBuffer, options }`, or `{ type, id, files:
+   * [{ name, bytes: ArrayBuffer }], options }` for a DICOM series / several files (buffers
+   * transferred; options as above).
+   */
   SEGMENT: "ichnet:segment",
   /** host -> iframe: `{ type, id }`: stop the work for `id`. */
   CANCEL: "ichnet:cancel",
   /** iframe -> host: `{ type, id, stage, index, count, done, total }`. */
   PROGRESS: "ichnet:progress",
-  /** iframe -> host: `{ type, id, report, mask_nifti: Uint8Array }`: the result above (buffer transferred). */
+  /** iframe -> host: `{ type, id, report, mask_nifti, mask_seg? }`: the result above (buffers transferred). */
   RESULT: "ichnet:result",
-  /** iframe -> host: `{ type, id, message }`. */
+  /** iframe -> host: `{ type, id, message, series? }` (`series` as in `FromWorker.ERROR`). */
   ERROR: "ichnet:error",
 });

@@ -14,6 +14,7 @@ const PRECACHE = [
   "app.js",
   "viewer.js",
   "embed.js",
+  "files.js",
   "protocol.js",
   "worker.js",
   "host-example.html",

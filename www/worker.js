@@ -199,18 +199,33 @@ async function runNetwork(job, entry, maxWorkers, onBatch) {
 /** Milliseconds since `t0`, rounded for the report. */
 const since = (t0) => Math.round(performance.now() - t0);
 
+/**
+ * When the files hold several DICOM series and none was chosen: their list (protocol.js
+ * `ERROR.series`), so the page can offer the choice; otherwise null. Only asked after the read
+ * failed, so a single series costs nothing more.
+ */
+function seriesChoice(files, series) {
+  if (series || files.length === 0) return null;
+  try {
+    const list = JSON.parse(core.listSeries(files.map((f) => f.name), files.map((f) => new Uint8Array(f.bytes))));
+    return list.length > 1 ? list : null;
+  } catch {
+    return null;
+  }
+}
+
 async function segment({ id, files, options = {} }) {
-  const { backend = Backend.AUTO, workers: maxWorkers = MAX_WORKERS, ...coreOptions } = options;
+  const { backend = Backend.AUTO, workers: maxWorkers = MAX_WORKERS, series = null, ...coreOptions } = options;
   const progress = (stage, index, count, done = 0, total = 0) =>
     post({ type: FromWorker.PROGRESS, id, stage, index, count, done, total });
   progress(Stage.LOADING, 0, 1);
   await loadCore();
 
   // Bad options are refused here, before any work, with the core's sentence.
+  // What the user gave, routed by content as `ichnet segment DIR_OR_FILES…` does: one NIfTI, a
+  // .hdr with its .img, the files of a DICOM folder, or a .zip of a study.
   const optionsJson = JSON.stringify(coreOptions);
-  const job = files.length === 2
-    ? core.Job.pair(new Uint8Array(files[0].bytes), new Uint8Array(files[1].bytes), optionsJson)
-    : new core.Job(new Uint8Array(files[0].bytes), optionsJson);
+  const job = core.Job.files(files.map((f) => f.name), files.map((f) => new Uint8Array(f.bytes)), series ?? undefined, optionsJson);
   // Whatever happens, the job's wasm memory is released (a worker serves many scans).
   try {
     const stages = job.stages();
@@ -251,7 +266,13 @@ async function segment({ id, files, options = {} }) {
         timings.push({ stage, ms: since(t) });
       } else {
         const t = performance.now();
-        job.run(stage);
+        try {
+          job.run(stage);
+        } catch (e) {
+          const list = index === 0 ? seriesChoice(files, series) : null;
+          if (list) throw Object.assign(new Error(e.message), { series: list });
+          throw e;
+        }
         timings.push({ stage, ms: since(t) });
       }
       if (!volumePosted && job.hasScan()) {
@@ -278,9 +299,16 @@ async function segment({ id, files, options = {} }) {
     }
     const mask = out.mask();
     const maskNifti = out.maskNifti();
+    const maskSeg = out.maskSeg();
     out.free();
     progress(Stage.DONE, stages.length, stages.length);
-    post({ type: FromWorker.RESULT, id, report, mask, mask_nifti: maskNifti }, [mask.buffer, maskNifti.buffer]);
+    const result = { type: FromWorker.RESULT, id, report, mask, mask_nifti: maskNifti };
+    const transfer = [mask.buffer, maskNifti.buffer];
+    if (maskSeg.length > 0) {
+      result.mask_seg = maskSeg;
+      transfer.push(maskSeg.buffer);
+    }
+    post(result, transfer);
   } finally {
     job.free();
   }
@@ -321,6 +349,6 @@ self.addEventListener("message", async (event) => {
     // A wasm trap (a Rust panic) leaves the module unusable: tell the page to replace us.
     const fatal = e instanceof WebAssembly.RuntimeError;
     const message = e?.message ?? String(e);
-    post({ type: FromWorker.ERROR, id: msg.id, message, fatal });
+    post({ type: FromWorker.ERROR, id: msg.id, message, fatal, ...(e?.series ? { series: e.series } : {}) });
   }
 });
