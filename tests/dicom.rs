@@ -673,3 +673,37 @@ fn mutated_series_never_panic() {
     }
     eprintln!("300 mutated series: {errors} refused with an error, the rest read");
 }
+
+/// Inputs the cargo-fuzz target `read_dicom` stopped on (tests/fixtures/dicom/fuzz/, raw fuzz
+/// inputs: the first byte says into how many files the rest is cut, as in
+/// fuzz/fuzz_targets/read_dicom.rs), read on every test run: each must give an error sentence.
+/// `oom-5c8d…`: a 6 KB file declaring a 3.84 GB element; dicom-rs reserves the declared length
+/// before reading (`try_reserve_exact`), so natively it is a transient virtual allocation that
+/// fails at the read and on wasm32 the reservation itself fails: an error either way, never an
+/// abort.
+#[test]
+fn fuzz_findings_are_refused_with_a_sentence() {
+    let dir = fixture("fuzz");
+    let mut n = 0;
+    for entry in fs::read_dir(&dir).expect("tests/fixtures/dicom/fuzz") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            continue;
+        }
+        let data = fs::read(&path).unwrap();
+        let (&first, rest) = data.split_first().unwrap();
+        let parts = usize::from(first % 4) + 1;
+        let len = rest.len().div_ceil(parts).max(1);
+        let files: Vec<(String, Vec<u8>)> = rest
+            .chunks(len)
+            .enumerate()
+            .map(|(i, c)| (format!("f{i}.dcm"), c.to_vec()))
+            .collect();
+        let err = io::read_files(files, &ReadOptions::default())
+            .expect_err("a fuzz finding is not a scan");
+        eprintln!("{}: {err}", path.display());
+        assert!(!err.to_string().is_empty());
+        n += 1;
+    }
+    assert!(n >= 1, "no fuzz findings in {}", dir.display());
+}
