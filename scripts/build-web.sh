@@ -34,6 +34,11 @@ if [[ "${SKIP_WASM_OPT:-0}" != 1 && ! -x "$wasm_opt" ]]; then
   (cd tests/browser && npm install --no-audit --no-fund)
 fi
 
+# The viewer: NiiVue's self-contained ES module (no bare imports, no bundler needed) from npm
+# (tests/browser/package.json pins it), with its licence and those of the packages bundled in it.
+# Never from a CDN: the page's CSP allows only its own origin, and the service worker caches it.
+bash "$root/scripts/copy-niivue.sh"
+
 cargo build --profile wasm-release --lib --target wasm32-unknown-unknown
 raw="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/ichnet.wasm"
 
@@ -61,3 +66,10 @@ if [[ "${SKIP_WASM_OPT:-0}" != 1 && "$size" -gt "$WASM_BUDGET_BYTES" ]]; then
   echo "error: www/pkg/ichnet_bg.wasm is ${size} bytes after wasm-opt, over the budget of ${WASM_BUDGET_BYTES} bytes" >&2
   exit 1
 fi
+
+# Pre-compressed copies for `ichnet serve` (and any static server that serves X.gz for X):
+# the engine and its glue only, which this build regenerates together with their .gz, so a .gz
+# is never older than its file. (The viewer's are made by copy-niivue.sh.)
+for f in "$out/ichnet_bg.wasm" "$out/ichnet.js"; do
+  gzip -9 -n -c "$f" >"$f.gz"
+done

@@ -23,6 +23,7 @@ pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 pub mod registration;
+pub mod review;
 /// Training data is made natively; keeping it out of the wasm keeps the page's engine small.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod synth;

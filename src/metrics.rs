@@ -443,6 +443,35 @@ pub fn haematomas(
     Ok(out)
 }
 
+/// Everything the report says about one mask on one scan: the total volume, the headline ABC/2
+/// (the largest haematoma's), every haematoma, and the slices with blood.
+///
+/// Computed by [`measure`] and nothing else, for the model's mask ([`crate::pipeline::Prepared`])
+/// and for a reader's edit of it ([`crate::review::Review`]): the two figures a reader compares
+/// can only differ by the voxels that changed, never by method.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measures {
+    /// Haemorrhage volume, mL (voxel count × voxel volume).
+    pub volume_ml: f64,
+    /// Kothari's ABC/2 of the largest haematoma ([`Abc2::NONE`] without blood).
+    pub abc2: Abc2,
+    /// Every haematoma, largest first.
+    pub haematomas: Vec<Haematoma>,
+    /// Axial slices containing blood.
+    pub slices_with_blood: usize,
+}
+
+/// The [`Measures`] of `mask` (stack order) on `stack`; `midline` as for [`haematomas`].
+pub fn measure(mask: &Array3<u8>, stack: &Stack, midline: Option<&Midline>) -> Result<Measures> {
+    let haematomas = haematomas(mask, stack, midline)?;
+    Ok(Measures {
+        volume_ml: stack.mask_ml(mask),
+        abc2: haematomas.first().map_or(Abc2::NONE, |h| h.abc2),
+        slices_with_blood: slices_with_blood(mask),
+        haematomas,
+    })
+}
+
 /// The headline ABC/2 of a mask: Kothari's ABC/2 of its largest haematoma ([`Abc2::NONE`] for an
 /// empty mask). The total volume stays the headline volume; ABC/2 over all blood at once
 /// (a 0.5 mL strip far from the clot stretching A, every slice with any blood counting in C) is

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::crf::{self, CrfConfig};
 use crate::error::{Error, Result, try_filled};
 use crate::io::Scan;
-use crate::metrics::{self, Abc2, Haematoma, Midline};
+use crate::metrics::{self, Abc2, Haematoma, Measures, Midline};
 use crate::model::input::{BOX_MARGIN_MM, CHANNELS, SliceGrid, window_into};
 use crate::model::{IchNet, IchNetConfig};
 use crate::preprocess::{bounding_box, brain_mask, brain_volume_warning};
@@ -410,8 +410,7 @@ impl Prepared {
         let min_voxels = (MIN_COMPONENT_ML / stack.voxel_ml.max(1e-12)).ceil() as usize;
         remove_small_components(&mut mask, min_voxels.max(1))?;
         let mask_nifti_gz = self.scan.mask_nifti_gz(&mask)?;
-        let haematomas = self.haematomas(&mask)?;
-        let abc2 = haematomas.first().map_or(Abc2::NONE, |h| h.abc2);
+        let measures = self.measure(&mask)?;
         let mut timings = self.timings.clone();
         timings.push(Timing {
             stage: stage::FINISH.into(),
@@ -420,10 +419,10 @@ impl Prepared {
         let mut warnings = self.scan.warnings.clone();
         warnings.extend(self.warnings.iter().cloned());
         Ok(Segmentation {
-            volume_ml: stack.mask_ml(&mask),
-            slices_with_blood: metrics::slices_with_blood(&mask),
-            abc2,
-            haematomas,
+            volume_ml: measures.volume_ml,
+            slices_with_blood: measures.slices_with_blood,
+            abc2: measures.abc2,
+            haematomas: measures.haematomas,
             brain_ml: stack.mask_ml(&self.brain),
             crf: self.refined.is_some(),
             threshold,
@@ -445,6 +444,19 @@ impl Prepared {
     pub fn haematomas(&self, mask: &Array3<u8>) -> Result<Vec<Haematoma>> {
         let midline = Midline::for_scan(&self.scan, &self.brain)?;
         metrics::haematomas(mask, &self.scan.stack, midline.as_ref())
+    }
+
+    /// Volume, headline ABC/2, haematomas and slices with blood of `mask` (stack order) on this
+    /// scan: [`metrics::measure`], as a reader's edit is measured ([`crate::review::Review`]).
+    pub fn measure(&self, mask: &Array3<u8>) -> Result<Measures> {
+        let midline = Midline::for_scan(&self.scan, &self.brain)?;
+        metrics::measure(mask, &self.scan.stack, midline.as_ref())
+    }
+
+    /// The scan and its brain mask, for a review of the result: the network's probabilities and
+    /// the CRF's refinement are dropped with the rest.
+    pub fn into_scan_and_brain(self) -> (Scan, Array3<u8>) {
+        (self.scan, self.brain)
     }
 }
 

@@ -26,6 +26,7 @@ use crate::io::Scan;
 use crate::model::input::CHANNELS;
 use crate::model::{self, IchNet, IchNetConfig};
 use crate::pipeline::{self, Prepared, SegmentOptions, Segmentation, stage};
+use crate::review::{Review, Reviewed, SignOff};
 
 /// The same sentence the CLI prints, as a JS `Error`.
 fn js(e: Error) -> JsError {
@@ -292,7 +293,8 @@ enum State {
     Files(Vec<(String, Vec<u8>)>, Option<String>),
     Read(Box<Scan>),
     Prepared(Box<Prepared>),
-    Finished(Box<Segmentation>),
+    /// The result, and what a reader's review of it needs (the scan, its midline).
+    Finished(Box<Segmentation>, Box<Review>),
     /// Transient, while a stage owns the value.
     Empty,
 }
@@ -402,7 +404,13 @@ impl Job {
                 (State::Prepared(p), r)
             }
             (stage::FINISH, State::Prepared(p)) => match p.finish_stage(&self.opts) {
-                Ok(seg) => (State::Finished(Box::new(seg)), Ok(())),
+                Ok(seg) => {
+                    let (scan, brain) = p.into_scan_and_brain();
+                    match Review::new(scan, &brain, seg.mask.clone()) {
+                        Ok(r) => (State::Finished(Box::new(seg), Box::new(r)), Ok(())),
+                        Err(e) => (State::Empty, Err(js(e))),
+                    }
+                }
                 Err(e) => (State::Prepared(p), Err(js(e))),
             },
             (_, other) => (other, Err(order_error(&format!("stage \"{name}\"")))),
@@ -549,7 +557,10 @@ impl Job {
     pub fn take_output(&self) -> Result<Output, JsError> {
         let mut state = self.state.borrow_mut();
         match std::mem::replace(&mut *state, State::Empty) {
-            State::Finished(seg) => Ok(Output { seg: *seg }),
+            State::Finished(seg, review) => Ok(Output {
+                seg: *seg,
+                review: Some(*review),
+            }),
             other => {
                 *state = other;
                 Err(order_error("takeOutput"))
@@ -586,6 +597,8 @@ fn named_buffers(names: Vec<String>, buffers: &js_sys::Array) -> Vec<(String, Ve
 #[wasm_bindgen]
 pub struct Output {
     seg: Segmentation,
+    /// Until the page takes it for the reader's review ([`Output::take_review`]).
+    review: Option<Review>,
 }
 
 #[wasm_bindgen]
@@ -603,12 +616,13 @@ impl Output {
         Uint8Array::from(self.seg.mask_seg_dcm.as_deref().unwrap_or(&[]))
     }
 
-    /// The mask in stack order (0/1), for the viewer's overlay.
-    pub fn mask(&self) -> Uint8Array {
-        match self.seg.mask.as_slice() {
-            Some(v) => Uint8Array::from(v),
-            None => Uint8Array::from(self.seg.mask.iter().copied().collect::<Vec<_>>().as_slice()),
-        }
+    /// The review of this result (edits measured by the core, sign-off); once.
+    #[wasm_bindgen(js_name = takeReview)]
+    pub fn take_review(&mut self) -> Result<ReviewJs, JsError> {
+        self.review
+            .take()
+            .map(|inner| ReviewJs { inner })
+            .ok_or_else(|| order_error("takeReview"))
     }
 
     /// The report, as `ichnet segment --json` prints it.
@@ -616,5 +630,76 @@ impl Output {
     pub fn report_json(&self) -> Result<String, JsError> {
         serde_json::to_string(&self.seg)
             .map_err(|e| JsError::new(&format!("the report could not be encoded: {e}")))
+    }
+}
+
+// ---- the reader's review ------------------------------------------------------------------------
+
+/// A result under review ([`Review`]): masks cross as `Uint8Array`s in the input file's voxel
+/// order (`i` fastest), the order the page's viewer holds its drawing in once mapped back from
+/// its display grid; every number comes from the core's [`crate::metrics::measure`].
+#[wasm_bindgen(js_name = Review)]
+pub struct ReviewJs {
+    inner: Review,
+}
+
+#[wasm_bindgen(js_class = Review)]
+impl ReviewJs {
+    /// The model's mask in file order (0/1): the viewer's starting drawing.
+    #[wasm_bindgen(js_name = modelMask)]
+    pub fn model_mask(&self) -> Result<Uint8Array, JsError> {
+        Ok(Uint8Array::from(
+            self.inner.model_file_order().map_err(js)?.as_slice(),
+        ))
+    }
+
+    /// The scan as `.nii.gz` on its own grid, for inputs the viewer cannot read itself.
+    #[wasm_bindgen(js_name = scanNifti)]
+    pub fn scan_nifti(&self) -> Result<Uint8Array, JsError> {
+        Ok(Uint8Array::from(
+            self.inner.scan_nifti_gz().map_err(js)?.as_slice(),
+        ))
+    }
+
+    /// Measure an edited mask (file order); with `reader` and `signed_at` (ISO 8601), sign it.
+    pub fn review(
+        &self,
+        mask: &[u8],
+        reader: Option<String>,
+        signed_at: Option<String>,
+    ) -> Result<ReviewResult, JsError> {
+        let sign = match (reader, signed_at) {
+            (Some(r), Some(t)) => Some(SignOff::new(&r, &t).map_err(js)?),
+            (None, None) => None,
+            _ => {
+                return Err(JsError::new(
+                    "internal: a sign-off needs a reader and a time",
+                ));
+            }
+        };
+        let inner = self.inner.review(mask, sign.as_ref()).map_err(js)?;
+        Ok(ReviewResult { inner })
+    }
+}
+
+/// A measured (and perhaps signed) mask.
+#[wasm_bindgen]
+pub struct ReviewResult {
+    inner: Reviewed,
+}
+
+#[wasm_bindgen]
+impl ReviewResult {
+    /// The report fields that change with the mask, plus `review` (model vs final, sign-off).
+    #[wasm_bindgen(js_name = reportJson)]
+    pub fn report_json(&self) -> Result<String, JsError> {
+        serde_json::to_string(&self.inner)
+            .map_err(|e| JsError::new(&format!("the review could not be encoded: {e}")))
+    }
+
+    /// The mask as `.nii.gz` in the input's voxel grid.
+    #[wasm_bindgen(js_name = maskNifti)]
+    pub fn mask_nifti(&self) -> Uint8Array {
+        Uint8Array::from(self.inner.mask_nifti_gz.as_slice())
     }
 }

@@ -1,6 +1,10 @@
 // The page: choose a scan, watch the progress, look at the result, download it. All the work is in
 // the worker (through `Segmenter`); this file only wires the UI, so the main thread stays free.
 //
+// After a result the reader can correct the mask in the viewer (NiiVue's pen, erase, fill; undo and
+// redo); every edit is measured by the core, in the worker, exactly as the model's mask was, and
+// the reader signs the final mask. Downloads are always the mask and report on screen.
+//
 // `index.html?embed=1&allow=ORIGIN[,ORIGIN...]` runs the same page inside a host's iframe: the
 // host posts a scan (`Frame.SEGMENT`), the page shows it and posts the result back. Messages from
 // origins not in the allow-list are ignored.
@@ -8,7 +12,7 @@
 import { Segmenter } from "./embed.js";
 import { displayName, droppedEntries, inputFiles, readPicked } from "./files.js";
 import { Frame, Stage } from "./protocol.js";
-import { PRESETS, Viewer } from "./viewer.js";
+import { PRESETS, ScanView, Tool } from "./view.js";
 
 const SAMPLE_URL = new URL("samples/sample_head_ct_simulated_bleed.nii.gz", import.meta.url);
 const SAMPLE_NAME = "sample (real CT, simulated bleed).nii.gz";
@@ -34,24 +38,40 @@ const ui = {
   error: $("error"),
   warnings: $("warnings"),
   viewerPanel: $("viewer-panel"),
-  views: $("views"),
+  canvas: $("nv"),
+  orientNote: $("orient-note"),
   winC: $("win-c"),
   winW: $("win-w"),
   ovOn: $("ov-on"),
   ovAlpha: $("ov-alpha"),
+  penMm: $("pen-mm"),
+  undo: $("undo"),
+  redo: $("redo"),
   cursor: $("cursor"),
   results: $("results"),
   resName: $("res-name"),
   resList: $("res-list"),
+  editSummary: $("edit-summary"),
+  reader: $("reader"),
+  sign: $("sign"),
+  signed: $("signed"),
   dlMask: $("dl-mask"),
   dlReport: $("dl-report"),
   dlSeg: $("dl-seg"),
 };
 
 const segmenter = new Segmenter();
-const viewer = new Viewer(ui.views);
+/** The viewer (NiiVue); exported so tests and embedding pages can reach its NiiVue instance. */
+export const viewer = new ScanView(ui.canvas);
 let abort = null;
 let downloads = [];
+/**
+ * The result on screen: its file name, the model's report, the report and mask file of the mask
+ * now shown (the model's until the reader edits), and the viewer's loading of the scan.
+ */
+let current = null;
+/** Set in iframe mode: tells the host about a sign-off. */
+let embedSigned = null;
 
 /** Words for the core's stage names on the progress line; a name not listed is shown as is. */
 const STAGE_WORDS = { read: "reading", brain: "brain mask", finish: "writing the mask", [Stage.LOADING]: "loading the engine" };
@@ -112,29 +132,50 @@ function showWarnings(list) {
   ui.warnings.hidden = false;
 }
 
-function showVolume(msg) {
+/**
+ * The scan was read by the core: show it in the viewer from the bytes the user opened (NiiVue
+ * reads them itself). Returns the loading's promise; null when NiiVue could not read them (the
+ * result then brings the core's NIfTI of the scan instead).
+ */
+function showVolume(msg, view) {
   ui.viewerPanel.hidden = false;
-  ui.views.hidden = false;
-  // A file with voxel sizes only has no orientation: left and right are unknown.
+  // A file with voxel sizes only has no orientation: left and right are unknown ("?").
   const orientationKnown = msg.info?.orientation_known ?? msg.info?.affine_source !== "pixdim";
-  viewer.setVolume({ dims: msg.dims, spacing: msg.spacing, hu: msg.hu, orientationKnown });
+  ui.orientNote.hidden = orientationKnown;
+  view.orientationKnown = orientationKnown;
+  // A DICOM series or a .zip: the viewer shows the core's NIfTI of the scan (showResult).
+  if (!view.source) {
+    view.loading = Promise.resolve(false);
+    showWarnings(msg.warnings);
+    return;
+  }
+  view.loading = viewer.setScan({ ...view.source, orientationKnown }).then(
+    () => true,
+    (e) => {
+      console.warn(`the viewer could not read the file itself (${e.message}); showing the core's copy`);
+      return false;
+    },
+  );
   showWarnings(msg.warnings);
 }
 
 const fmt = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : "–");
 
-function showResult(name, { mask, mask_nifti, mask_seg, report }) {
-  viewer.setMask(mask);
-  viewer.focusMask();
+/** Point the download links at this mask file and report. */
+/**
+ * Point the download links at this mask file and report; `maskSeg` (a DICOM input's SEG of the
+ * model's mask) only with the model's result: after an edit it would not hold the reader's mask,
+ * so its link goes away and the edited mask downloads as NIfTI.
+ */
+function setDownloads(name, maskNifti, report, maskSeg = null) {
   for (const url of downloads) URL.revokeObjectURL(url);
   const base = name.replace(/ \(\d+ files\)$/, "").replace(/\/$/, "").replace(/\.(nii\.gz|nii|hdr|img|zip|dcm)$/i, "") || "scan";
-  const maskUrl = URL.createObjectURL(new Blob([mask_nifti], { type: "application/gzip" }));
+  const maskUrl = URL.createObjectURL(new Blob([maskNifti], { type: "application/gzip" }));
   const reportUrl = URL.createObjectURL(new Blob([JSON.stringify(report, null, 2)], { type: "application/json" }));
   downloads = [maskUrl, reportUrl];
-  ui.dlSeg.hidden = !mask_seg;
-  if (mask_seg) {
-    // A DICOM input: the mask also as a DICOM Segmentation of the source series, for a PACS.
-    const segUrl = URL.createObjectURL(new Blob([mask_seg], { type: "application/dicom" }));
+  ui.dlSeg.hidden = !maskSeg;
+  if (maskSeg) {
+    const segUrl = URL.createObjectURL(new Blob([maskSeg], { type: "application/dicom" }));
     downloads.push(segUrl);
     ui.dlSeg.href = segUrl;
     ui.dlSeg.download = `${base}_ich_seg.dcm`;
@@ -143,14 +184,43 @@ function showResult(name, { mask, mask_nifti, mask_seg, report }) {
   ui.dlMask.download = `${base}_ich_mask.nii.gz`;
   ui.dlReport.href = reportUrl;
   ui.dlReport.download = `${base}_ich_report.json`;
+}
 
+async function showResult(name, { mask, mask_nifti, mask_seg, report }, view) {
+  current = { name, model: report, report, maskNifti: mask_nifti, edits: 0, measured: 0, queue: Promise.resolve() };
+  setDownloads(name, mask_nifti, report, mask_seg);
   // The report's warnings include the reader's and those found later (brain volume, say).
   showWarnings(report.warnings);
+  showReport(report);
+  ui.resName.textContent = name;
+  ui.reader.value = "";
+  ui.signed.hidden = true;
+  ui.results.hidden = false;
+  document.body.dataset.review = "model";
+  // The scan in the viewer, then the mask as its drawing layer. A viewer failure costs the
+  // picture, not the result: the numbers and downloads above stand.
+  try {
+    if (!(await view.loading)) {
+      const bytes = await segmenter.scanNifti();
+      await viewer.setScan({ bytes: bytes.buffer, name: "scan.nii.gz", orientationKnown: view.orientationKnown });
+    }
+    viewer.setMask(mask);
+    goToHaematoma(report.haematomas?.[0]);
+  } catch (e) {
+    showWarnings([`the viewer could not show this scan (${e.message}); the result and downloads are unaffected`]);
+  }
+  updateUndo();
+}
+
+/** The numbers of a report: the list, the edit summary and the haematoma table. */
+function showReport(report) {
   const abc = report.abc2 ?? {};
   const times = [...(report.browser_timings ?? []), ...(report.timings ?? [])].map(({ stage, ms }) => `${stage} ${ms} ms`).join(", ");
   const crf = report.crf ? "on" : "off";
+  const review = report.review;
   const rows = [
     ["Haemorrhage volume", `${fmt(report.volume_ml)} mL`, true],
+    ...(review?.edited_voxels ? [["Model's volume", `${fmt(review.model_volume_ml)} mL (before the reader's edits)`]] : []),
     ["ABC/2 (largest haematoma)", `${fmt(abc.ml)} mL (A ${fmt(abc.a_mm / 10)} cm × B ${fmt(abc.b_mm / 10)} cm × C ${fmt(abc.c_mm / 10)} cm / 2)`],
     ["Slices with blood", String(report.slices_with_blood ?? "–")],
     ["Brain volume", `${fmt(report.brain_ml, 0)} mL`],
@@ -167,9 +237,81 @@ function showResult(name, { mask, mask_nifti, mask_seg, report }) {
     if (big) dd.className = "big";
     return [dt, dd];
   }));
-  ui.resName.textContent = name;
+  ui.editSummary.textContent = review
+    ? `Reader's edits: ${review.added_voxels} voxels added, ${review.removed_voxels} removed (model ${fmt(review.model_volume_ml, 2)} mL → final ${fmt(review.final_volume_ml, 2)} mL).`
+    : "The model's mask, unedited. Correct it with the pen, eraser or fill, then sign.";
   showHaematomas(report.haematomas ?? []);
-  ui.results.hidden = false;
+}
+
+// ---- Review: edits measured by the core, then sign-off. ----
+
+/**
+ * After an edit (or undo/redo): the core measures the mask shown, and the page shows and
+ * offers for download what it says. Edits are measured in order; `data-measured` counts them
+ * (tests wait on it), and a signature is void once the mask changes.
+ */
+function onEdit(mask) {
+  if (!current) return;
+  const mine = current;
+  const n = ++mine.edits;
+  document.body.dataset.review = "measuring";
+  mine.queue = mine.queue.then(async () => {
+    try {
+      const { report, mask_nifti } = await segmenter.review(mask);
+      if (current !== mine) return;
+      mine.report = report;
+      mine.maskNifti = mask_nifti;
+      showReport(report);
+      setDownloads(mine.name, mask_nifti, report);
+      ui.signed.hidden = true;
+    } catch (e) {
+      if (current === mine) showError(`the edit could not be measured: ${e.message}`);
+    } finally {
+      if (current === mine) {
+        mine.measured = n;
+        document.body.dataset.measured = String(n);
+        if (mine.measured === mine.edits) document.body.dataset.review = "edited";
+      }
+    }
+  });
+  updateUndo();
+}
+
+function updateUndo() {
+  ui.undo.disabled = !viewer.canUndo;
+  ui.redo.disabled = !viewer.canRedo;
+}
+
+/** The reader accepts the mask shown: the core records who, when, and model against final. */
+async function signOff() {
+  if (!current) return;
+  const mine = current;
+  await mine.queue;
+  try {
+    const { report, mask_nifti } = await segmenter.review(viewer.mask(), { reader: ui.reader.value });
+    if (current !== mine) return;
+    mine.report = report;
+    mine.maskNifti = mask_nifti;
+    showReport(report);
+    setDownloads(mine.name, mask_nifti, report);
+    const r = report.review;
+    ui.signed.textContent = `Signed by ${r.reader} at ${r.signed_at}: final ${fmt(r.final_volume_ml, 2)} mL (model ${fmt(r.model_volume_ml, 2)} mL, ${r.edited_voxels} voxels edited).`;
+    ui.signed.hidden = false;
+    ui.error.hidden = true;
+    document.body.dataset.review = "signed";
+    embedSigned?.({ report, mask_nifti });
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+/** Move the viewer to a haematoma: the slice where A and B were measured, at its centroid. */
+function goToHaematoma(h) {
+  if (!h) return;
+  // The report's voxels are the core's stack (x → right, y → anterior, z → superior, the axes
+  // closest to the file's); NiiVue's display grid is the same closest-axis RAS reorientation.
+  const [z, y, x] = h.centroid.map(Math.round);
+  viewer.goToVoxel([x, y, h.abc2?.slice ?? z]);
 }
 
 // ---- Per-haematoma list (issue 13): one row per connected component, a click goes to it. ----
@@ -203,10 +345,8 @@ function showHaematomas(list) {
       `${fmt(a.a_mm / 10)} × ${fmt(a.b_mm / 10)} × ${fmt(a.c_mm / 10)} cm`,
     ];
     tr.append(...cells.map((t) => Object.assign(document.createElement("td"), { textContent: t })));
-    // The slice where A and B were measured, at the component's centroid in that plane.
     const go = () => {
-      const [, y, x] = h.centroid.map(Math.round);
-      viewer.goTo([a.slice ?? Math.round(h.centroid[0]), y, x]);
+      goToHaematoma(h);
       for (const r of table.querySelectorAll("tr.current")) r.classList.remove("current");
       tr.classList.add("current");
     };
@@ -225,15 +365,18 @@ function showHaematomas(list) {
 /**
  * Run one scan through the worker. Returns the result, or null when it failed or was cancelled
  * (the message is already on the page). Safe to call again at once: the page never gets stuck.
- * `files` is a thunk (`() => Promise<[{ name, bytes }]>`) or the list itself: reading hundreds of
- * DICOM files is part of the run, with its own progress, and is cancelled with it.
+ * `files` is the `[{ name, bytes }]` list or a thunk that reads it (`() => Promise<list>`):
+ * reading hundreds of DICOM files is part of the run, with its own progress, and is cancelled
+ * with it. `onSeries(list)`: the files held several DICOM series and none was chosen.
  */
 async function run(files, displayName, { onProgress, options = currentOptions(), onSeries } = {}) {
   abort?.abort();
   clearMessages();
   ui.results.hidden = true;
   ui.seriesPanel.hidden = true;
-  viewer.setMask(null);
+  current = null;
+  delete document.body.dataset.review;
+  delete document.body.dataset.measured;
   ui.status.hidden = false;
   ui.cancel.disabled = false;
   ui.sample.disabled = true;
@@ -243,6 +386,16 @@ async function run(files, displayName, { onProgress, options = currentOptions(),
   try {
     const list = typeof files === "function" ? await files() : files;
     if (mine.signal.aborted) throw Object.assign(new Error("cancelled"), { name: "AbortError" });
+    // The viewer reads a NIfTI (or a .hdr/.img pair) itself, from its own copy (the worker's is
+    // transferred); anything else it gets from the core as NIfTI once the result is in.
+    const viewable = (n) => /\.(nii|nii\.gz|hdr|img)$/i.test(n);
+    const [scan, img] = list;
+    const direct = list.length <= 2 && list.every((f) => viewable(f.name));
+    const view = {
+      source: direct ? { bytes: scan.bytes.slice(0), name: scan.name, img: img ? img.bytes.slice(0) : null } : null,
+      loading: Promise.resolve(false),
+      orientationKnown: true,
+    };
     const result = await segmenter.run(list, {
       ...options,
       signal: mine.signal,
@@ -250,9 +403,9 @@ async function run(files, displayName, { onProgress, options = currentOptions(),
         showProgress(p);
         onProgress?.(p);
       },
-      onVolume: showVolume,
+      onVolume: (msg) => showVolume(msg, view),
     });
-    showResult(displayName, result);
+    await showResult(displayName, result, view);
     setState("done");
     return result;
   } catch (e) {
@@ -302,7 +455,7 @@ async function runPicked(pick, options = currentOptions()) {
 
 /** The series of a multi-series drop, one button each: what a reader needs, no patient identity. */
 function offerSeries(series, choose) {
-  const buttons = series.map((s) => {
+  const items = series.map((s) => {
     const b = Object.assign(document.createElement("button"), { type: "button" });
     const what = [s.number != null ? `#${s.number}` : null, s.description || "(no description)", s.modality].filter(Boolean).join(" ");
     b.textContent = `${what}: ${s.images} images, ${s.cols}×${s.rows}`;
@@ -315,7 +468,7 @@ function offerSeries(series, choose) {
     li.append(b);
     return li;
   });
-  ui.seriesList.replaceChildren(...buttons);
+  ui.seriesList.replaceChildren(...items);
   ui.seriesPanel.hidden = false;
 }
 
@@ -361,6 +514,32 @@ function wireInput() {
   window.addEventListener("drop", (e) => e.preventDefault());
 }
 
+/** Keyboard shortcuts of the viewer (ignored while typing in a field). */
+const SHORTCUTS = Object.freeze({
+  n: () => chooseTool(Tool.NAVIGATE),
+  Escape: () => chooseTool(Tool.NAVIGATE),
+  d: () => chooseTool(Tool.PEN),
+  e: () => chooseTool(Tool.ERASE),
+  f: () => chooseTool(Tool.FILL),
+  "[": () => stepPen(-1),
+  "]": () => stepPen(1),
+  1: () => viewer.setLayout("axial"),
+  2: () => viewer.setLayout("coronal"),
+  3: () => viewer.setLayout("sagittal"),
+  4: () => viewer.setLayout("multi"),
+  5: () => viewer.setLayout("render"),
+});
+
+function chooseTool(tool) {
+  viewer.setTool(tool);
+  for (const b of document.querySelectorAll("[data-tool]")) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
+}
+
+function stepPen(mm) {
+  ui.penMm.value = String(Math.max(0.5, Math.min(30, Number(ui.penMm.value) + mm)));
+  viewer.setPenMm(Number(ui.penMm.value));
+}
+
 function wireViewer() {
   const applyWindow = (c, w) => {
     ui.winC.value = String(c);
@@ -376,9 +555,34 @@ function wireViewer() {
   const overlay = () => viewer.setOverlay({ visible: ui.ovOn.checked, opacity: Number(ui.ovAlpha.value) });
   ui.ovOn.addEventListener("change", overlay);
   ui.ovAlpha.addEventListener("input", overlay);
-  viewer.onCursor = ({ z, y, x, hu }) => {
-    ui.cursor.textContent = `voxel (x ${x}, y ${y}, z ${z}) ${Math.round(hu)} HU`;
+  for (const b of document.querySelectorAll("[data-layout]")) b.addEventListener("click", () => viewer.setLayout(b.dataset.layout));
+  for (const b of document.querySelectorAll("[data-zoom]")) b.addEventListener("click", () => viewer.zoom(Number(b.dataset.zoom)));
+  for (const b of document.querySelectorAll("[data-tool]")) b.addEventListener("click", () => chooseTool(b.dataset.tool));
+  ui.penMm.addEventListener("input", () => viewer.setPenMm(Number(ui.penMm.value)));
+  ui.undo.addEventListener("click", () => viewer.undo() && updateUndo());
+  ui.redo.addEventListener("click", () => viewer.redo() && updateUndo());
+  ui.sign.addEventListener("click", signOff);
+  ui.reader.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") signOff();
+  });
+  viewer.onEdit = onEdit;
+  viewer.onCursor = ({ vox, hu }) => {
+    ui.cursor.textContent = `voxel (${vox.join(", ")}) ${Math.round(hu)} HU`;
   };
+  document.addEventListener("keydown", (e) => {
+    if (ui.viewerPanel.hidden || e.target.closest?.("input, select, textarea")) return;
+    const ctrl = e.ctrlKey || e.metaKey;
+    const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+    let act = null;
+    if (ctrl && key === "z" && !e.shiftKey) act = () => viewer.undo();
+    else if (ctrl && (key === "y" || (key === "z" && e.shiftKey))) act = () => viewer.redo();
+    else if (!ctrl && !e.altKey) act = SHORTCUTS[key];
+    if (!act) return;
+    e.preventDefault();
+    act();
+    updateUndo();
+  });
+  viewer.setPenMm(Number(ui.penMm.value));
 }
 
 /** Iframe mode: the host's origin must be in `allow`; everything else is ignored. */
@@ -426,6 +630,12 @@ function wireEmbed(params) {
         transfer.push(out.mask_seg.buffer);
       }
       reply(out, transfer);
+      // When the reader signs this result here, the host gets the signed result too.
+      embedSigned = ({ report, mask_nifti }) => {
+        if (current === null) return;
+        const bytes = mask_nifti.slice();
+        reply({ type: Frame.SIGNED, id, report, mask_nifti: bytes }, [bytes.buffer]);
+      };
     } else {
       const message = document.body.dataset.state === "cancelled" ? "cancelled" : ui.error.textContent;
       reply({ type: Frame.ERROR, id, message, ...(series ? { series } : {}) });

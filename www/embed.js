@@ -4,6 +4,8 @@
 //   const { report, mask_nifti } = await segment(bytes, { onProgress: (p) => console.log(p.stage, p.done, p.total) });
 //   // report: what `ichnet segment --json` prints (volume_ml, abc2, ...) plus the browser's fields;
 //   // mask_nifti: Uint8Array, .nii.gz in the input's grid. The shape is documented in protocol.js.
+//   const signed = await signOff({ reader: "A. Reader" });   // the reader accepts the result as is
+//   // signed.report.review: { model_volume_ml, final_volume_ml, edited_voxels, reader, signed_at, ... }
 //
 // Everything runs in a module worker served from the same place as this file; the scan never
 // leaves the machine. The app's own page uses the same `Segmenter`, so there is one client.
@@ -27,6 +29,9 @@ export class Segmenter {
   #worker = null;
   #nextId = 1;
   #busy = false;
+  /** The last result (its id and report): what `review` measures edits against. */
+  #last = null;
+  #nextReq = 1;
 
   #ensureWorker() {
     if (!this.#worker) this.#worker = new Worker(WORKER_URL, { type: "module" });
@@ -38,6 +43,48 @@ export class Segmenter {
     this.#worker?.terminate();
     this.#worker = null;
     this.#busy = false;
+    this.#last = null;
+  }
+
+  /**
+   * The reader's review of the last result: `mask` (Uint8Array, 0/1 in the input file's voxel
+   * order, i fastest, as `run` returned it; null = the model's own) measured by the core as the
+   * model's mask was. With `reader` (the reader's name or initials) the result is signed, at the
+   * browser's current time. Resolves with the signed result of protocol.js,
+   * `{ report, mask_nifti }`: the last report with the final mask's volume, ABC/2, haematomas
+   * and slices, plus `report.review`.
+   */
+  review(mask = null, { reader = null } = {}) {
+    const last = this.#last;
+    if (!last || !this.#worker) return Promise.reject(new Error("there is no result to review: segment a scan first"));
+    const signed_at = reader === null ? null : new Date().toISOString();
+    return this.#ask({ type: ToWorker.REVIEW, id: last.id, mask, reader, signed_at }, FromWorker.REVIEWED, mask ? [mask.buffer] : []).then(
+      (msg) => ({ report: { ...last.report, ...msg.fields }, mask_nifti: msg.mask_nifti }),
+    );
+  }
+
+  /** The last result's scan as .nii.gz on its own grid (for a viewer that cannot read the input). */
+  scanNifti() {
+    const last = this.#last;
+    if (!last || !this.#worker) return Promise.reject(new Error("there is no result: segment a scan first"));
+    return this.#ask({ type: ToWorker.SCAN, id: last.id }, FromWorker.SCAN).then((msg) => msg.bytes);
+  }
+
+  /** One request/answer with the worker, matched by `req` (answers can arrive in any order). */
+  #ask(msg, answer, transfer = []) {
+    const worker = this.#worker;
+    const req = this.#nextReq++;
+    return new Promise((resolve, reject) => {
+      const onMessage = (event) => {
+        const m = event.data;
+        if (m?.req !== req) return;
+        worker.removeEventListener("message", onMessage);
+        if (m.type === answer) resolve(m);
+        else reject(new Error(m.message ?? "the engine did not answer"));
+      };
+      worker.addEventListener("message", onMessage);
+      worker.postMessage({ ...msg, req }, transfer);
+    });
   }
 
   /**
@@ -45,9 +92,9 @@ export class Segmenter {
    * its .img, the files of a DICOM series, or a .zip). The buffers are transferred to the worker:
    * the caller's copies become empty. `options`: the segmentation options of protocol.js
    * (backend, threshold, crf, assume_hu, series). Resolves with the result of protocol.js
-   * (`{ report, mask_nifti, mask_seg? }`) plus `mask` (canonical order, for a viewer) and
-   * `volume` (the VOLUME message); rejects with the core's message (with `error.series` when
-   * the files hold several DICOM series and none was chosen).
+   * (`{ report, mask_nifti, mask_seg? }`) plus `mask` (0/1 in the input file's voxel order, for
+   * a viewer of that file) and `volume` (the VOLUME message); rejects with the core's message
+   * (with `error.series` when the files hold several DICOM series and none was chosen).
    */
   run(files, { onProgress, onVolume, signal, ...options } = {}) {
     if (signal?.aborted) return Promise.reject(abortError());
@@ -55,6 +102,7 @@ export class Segmenter {
     const worker = this.#ensureWorker();
     const id = this.#nextId++;
     this.#busy = true;
+    this.#last = null;
     return new Promise((resolve, reject) => {
       let volume = null;
       const done = () => {
@@ -65,7 +113,7 @@ export class Segmenter {
       };
       const onMessage = (event) => {
         const msg = event.data;
-        if (msg.id !== id) return;
+        if (msg.id !== id || msg.req !== undefined) return;
         switch (msg.type) {
           case FromWorker.PROGRESS:
             onProgress?.({ stage: msg.stage, index: msg.index, count: msg.count, done: msg.done, total: msg.total });
@@ -76,6 +124,7 @@ export class Segmenter {
             break;
           case FromWorker.RESULT: {
             done();
+            this.#last = { id, report: msg.report };
             const result = { report: msg.report, mask_nifti: msg.mask_nifti, mask: msg.mask, volume };
             if (msg.mask_seg) result.mask_seg = msg.mask_seg;
             resolve(result);
@@ -152,4 +201,17 @@ export async function segment(input, { name = "scan.nii.gz", ...options } = {}) 
   shared ??= new Segmenter();
   const { report, mask_nifti, mask_seg } = await shared.run(files, options);
   return mask_seg ? { report, mask_nifti, mask_seg } : { report, mask_nifti };
+}
+
+/**
+ * Sign the last result of `segment()`: the reader (`reader`: their name or initials, required)
+ * accepts it, optionally after editing (`mask`: Uint8Array, 0/1 in the input file's voxel order,
+ * i fastest; omitted: the model's mask as it is). Resolves with the signed result of protocol.js,
+ * `{ report, mask_nifti }`: the report measured by the core for the final mask, with
+ * `report.review` (model and final volume, edited voxels, reader, time).
+ */
+export async function signOff({ reader, mask = null } = {}) {
+  if (!shared) throw new Error("there is no result to sign: call segment() first");
+  if (typeof reader !== "string") throw new Error("a sign-off needs the reader's name or initials");
+  return shared.review(mask ? new Uint8Array(mask) : null, { reader });
 }

@@ -19,7 +19,7 @@ let nextId = 1;
 let current = null;
 
 /** Last result, for the tests and for anyone poking at the example in the console. */
-window.ichnetHost = { ready: false, events: [], result: null, error: null, maskNifti: null };
+window.ichnetHost = { ready: false, events: [], result: null, error: null, maskNifti: null, signed: null, signedMask: null };
 
 window.addEventListener("message", (event) => {
   if (event.origin !== appOrigin || event.source !== frame.contentWindow) return;
@@ -41,6 +41,13 @@ window.addEventListener("message", (event) => {
       // A DICOM input also gives the mask as a DICOM SEG, to store back in the PACS.
       window.ichnetHost.maskSeg = msg.mask_seg ?? null;
       status.textContent = `haemorrhage ${msg.report.volume_ml.toFixed(1)} mL (mask ${msg.mask_nifti.byteLength} bytes)`;
+      out.textContent = JSON.stringify(msg.report, null, 2);
+      break;
+    case Frame.SIGNED:
+      // The reader signed the result in the app: the same shape, its report with `review`.
+      window.ichnetHost.signed = msg.report;
+      window.ichnetHost.signedMask = msg.mask_nifti;
+      status.textContent = `signed by ${msg.report.review.reader}: ${msg.report.volume_ml.toFixed(1)} mL`;
       out.textContent = JSON.stringify(msg.report, null, 2);
       break;
     case Frame.ERROR:

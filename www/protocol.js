@@ -40,6 +40,18 @@
  * ({ max_diff, tolerance }, WebGPU only).
  */
 
+/**
+ * The signed result: the reader's review of a result, the same shape as the result above, its
+ * report updated by the core for the edited mask:
+ *
+ *   { report, mask_nifti }   report.volume_ml, abc2, haematomas, slices_with_blood: the final
+ *                            (edited) mask's; report.review: { model_volume_ml, final_volume_ml,
+ *                            edited_voxels, added_voxels, removed_voxels, signed, reader,
+ *                            signed_at }; mask_nifti: the edited mask, .nii.gz in the input grid.
+ *
+ * `reader` is the reader's own name or initials (the sign-off); no patient identity is in it.
+ */
+
 /** Messages to the worker. */
 export const ToWorker = Object.freeze({
   /**
@@ -53,6 +65,15 @@ export const ToWorker = Object.freeze({
    * shape: [n, c, h, w] }` (buffer transferred): run the network on one batch on the CPU.
    */
   BATCH: "batch",
+  /**
+   * `{ type, id, req, mask: Uint8Array (file order, 0/1) | null (the model's), reader?,
+   * signed_at? }`: measure the reader's edit of result `id` with the core's code; with `reader`
+   * (name or initials) and `signed_at` (ISO 8601), sign it. Answered by `FromWorker.REVIEWED`
+   * (or `ERROR`) with the same `req`.
+   */
+  REVIEW: "review",
+  /** `{ type, id, req }`: the scan of result `id` as NIfTI on its own grid (`FromWorker.SCAN`). */
+  SCAN: "scan",
 });
 
 /** Messages from the worker. */
@@ -68,14 +89,27 @@ export const FromWorker = Object.freeze({
    * the network runs. `info` is `ichnet info --json`.
    */
   VOLUME: "volume",
-  /** `{ type, id, report, mask: Uint8Array (canonical order), mask_nifti, mask_seg? }` (buffers transferred). */
+  /**
+   * `{ type, id, report, mask: Uint8Array (the input file's voxel order, i fastest: what a
+   * viewer of that file draws on), mask_nifti: Uint8Array, mask_seg?: Uint8Array (DICOM input) }`
+   * (buffers transferred).
+   */
   RESULT: "result",
+  /**
+   * `{ type, id, req, fields, mask_nifti }`: a reviewed mask. `fields` = the report's fields that
+   * change with the mask (`volume_ml`, `abc2`, `haematomas`, `slices_with_blood`) plus `review`
+   * (see "The signed result" above); `mask_nifti` the mask file (buffer transferred).
+   */
+  REVIEWED: "reviewed",
+  /** `{ type, id, req, bytes: Uint8Array }`: the scan as .nii.gz on its own grid. */
+  SCAN: "scan",
   /** `{ type, id, probs: Float32Array, memory }` from a helper: one batch's probabilities, its wasm memory. */
   BATCH: "batch",
   /**
-   * `{ type, id, message, fatal, series? }`: a sentence for the user; the worker stays usable
-   * unless fatal. `series` (several DICOM series and none chosen): `[{ uid, number, description,
-   * modality, images, rows, cols }]`, to choose from and run again with `options.series`.
+   * `{ type, id, req?, message, fatal, series? }`: a sentence for the user; the worker stays
+   * usable unless fatal. `series` (several DICOM series and none chosen): `[{ uid, number,
+   * description, modality, images, rows, cols }]`, to choose from and run again with
+   * `options.series`.
    */
   ERROR: "error",
 });
@@ -114,4 +148,9 @@ export const Frame = Object.freeze({
   RESULT: "ichnet:result",
   /** iframe -> host: `{ type, id, message, series? }` (`series` as in `FromWorker.ERROR`). */
   ERROR: "ichnet:error",
+  /**
+   * iframe -> host, when the reader signs the result of `id` in the app: `{ type, id, report,
+   * mask_nifti }`, the signed result above (buffer transferred).
+   */
+  SIGNED: "ichnet:signed",
 });

@@ -6,13 +6,16 @@
 // files with 304, so being online costs little. Only this origin's GET requests are handled;
 // the scan itself is never fetched (it comes from a file picker), so it is never cached.
 
-const CACHE = "ichnet-v1";
+// Renamed whenever the list below changes shape, so activation drops the old cache's strays.
+const CACHE = "ichnet-v2";
 const PRECACHE = [
   "./",
   "index.html",
   "style.css",
   "app.js",
-  "viewer.js",
+  "view.js",
+  "niivue/niivue.js",
+  "niivue/LICENSE.txt",
   "embed.js",
   "files.js",
   "protocol.js",

@@ -39,6 +39,11 @@ let gpuRefusal = null;
 let helpers = null;
 /** Largest wasm memory a helper reported (its peak: wasm memory never shrinks). */
 let helperMemory = 0;
+/**
+ * The last result under review (`core.Review`: the scan and the model's mask), with its job id:
+ * the reader's edits are measured against it until the next scan replaces it.
+ */
+let review = null;
 
 function post(msg, transfer = []) {
   self.postMessage(msg, transfer);
@@ -220,6 +225,9 @@ async function segment({ id, files, options = {} }) {
     post({ type: FromWorker.PROGRESS, id, stage, index, count, done, total });
   progress(Stage.LOADING, 0, 1);
   await loadCore();
+  // One result under review at a time: the previous one's scan leaves wasm memory now.
+  review?.review.free();
+  review = null;
 
   // Bad options are refused here, before any work, with the core's sentence.
   // What the user gave, routed by content as `ichnet segment DIR_OR_FILES…` does: one NIfTI, a
@@ -297,10 +305,12 @@ async function segment({ id, files, options = {} }) {
     if (entry?.engine.isGpu()) {
       report.known_answer = { max_diff: entry.engine.knownAnswerDiff(), tolerance: core.Engine.knownAnswerTolerance() };
     }
-    const mask = out.mask();
     const maskNifti = out.maskNifti();
     const maskSeg = out.maskSeg();
+    // The result stays here for the reader's review: edits are measured against it.
+    review = { id, review: out.takeReview() };
     out.free();
+    const mask = review.review.modelMask();
     progress(Stage.DONE, stages.length, stages.length);
     const result = { type: FromWorker.RESULT, id, report, mask, mask_nifti: maskNifti };
     const transfer = [mask.buffer, maskNifti.buffer];
@@ -331,6 +341,31 @@ function postVolume(id, job) {
   );
 }
 
+/**
+ * The reader's review of result `id`: measure an edited mask (file order) with the core's code,
+ * or, with `reader` and `signed_at`, sign it. Answers with the report's fields that change with
+ * the mask (volume_ml, abc2, haematomas, slices_with_blood), `review`, and the mask file.
+ */
+function reviewMask({ id, req, mask = null, reader = null, signed_at = null }) {
+  if (review?.id !== id) throw new Error("this result is no longer open for review (a newer scan replaced it)");
+  // No mask: the model's, as it is (a host that signs without editing).
+  const r = review.review.review(mask ?? review.review.modelMask(), reader, signed_at);
+  try {
+    const fields = JSON.parse(r.reportJson());
+    const maskNifti = r.maskNifti();
+    post({ type: FromWorker.REVIEWED, id, req, fields, mask_nifti: maskNifti }, [maskNifti.buffer]);
+  } finally {
+    r.free();
+  }
+}
+
+/** The scan as NIfTI on its own grid, for a viewer that could not read the input. */
+function scanNifti({ id, req }) {
+  if (review?.id !== id) throw new Error("this result is no longer open for review (a newer scan replaced it)");
+  const bytes = review.review.scanNifti();
+  post({ type: FromWorker.SCAN, id, req, bytes }, [bytes.buffer]);
+}
+
 /** As a helper: one batch through this instance's CPU engine. */
 async function batch({ id, x, shape }) {
   await loadCore();
@@ -341,7 +376,12 @@ async function batch({ id, x, shape }) {
 
 self.addEventListener("message", async (event) => {
   const msg = event.data;
-  const work = msg?.type === ToWorker.SEGMENT ? segment : msg?.type === ToWorker.BATCH ? batch : null;
+  const work = {
+    [ToWorker.SEGMENT]: segment,
+    [ToWorker.BATCH]: batch,
+    [ToWorker.REVIEW]: reviewMask,
+    [ToWorker.SCAN]: scanNifti,
+  }[msg?.type];
   if (!work) return;
   try {
     await work(msg);
@@ -349,6 +389,6 @@ self.addEventListener("message", async (event) => {
     // A wasm trap (a Rust panic) leaves the module unusable: tell the page to replace us.
     const fatal = e instanceof WebAssembly.RuntimeError;
     const message = e?.message ?? String(e);
-    post({ type: FromWorker.ERROR, id: msg.id, message, fatal, ...(e?.series ? { series: e.series } : {}) });
+    post({ type: FromWorker.ERROR, id: msg.id, req: msg.req, message, fatal, ...(e?.series ? { series: e.series } : {}) });
   }
 });

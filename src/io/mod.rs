@@ -230,6 +230,31 @@ impl Scan {
         });
         Ok(out)
     }
+
+    /// Values in the file's voxel order (`i` fastest, as a viewer of the file holds them),
+    /// rearranged into stack order: the inverse of [`Scan::to_file_order`], for a mask a reader
+    /// edited on the file's own grid.
+    pub fn from_file_order<T: Copy + Default>(&self, file: &[T]) -> Result<Array3<T>> {
+        let dims = self.stack.dims();
+        let n = dims.0 * dims.1 * dims.2;
+        if file.len() != n {
+            return Err(Error::InvalidInput(format!(
+                "the mask has {} voxels but the scan's grid has {n} ({}×{}×{})",
+                file.len(),
+                dims.2,
+                dims.1,
+                dims.0
+            )));
+        }
+        let mut out = crate::error::try_filled(n, T::default(), "the mask in stack order")?;
+        self.reorient.for_each(|f, st| {
+            if let (Some(o), Some(v)) = (out.get_mut(st), file.get(f)) {
+                *o = *v;
+            }
+        });
+        Array3::from_shape_vec(dims, out)
+            .map_err(|e| Error::InvalidInput(format!("the mask in stack order: {e}")))
+    }
 }
 
 /// Name the file an error came from, for the CLI ("CT.nii.gz: ..."). Errors about the contents

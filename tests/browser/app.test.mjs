@@ -29,6 +29,12 @@ import {
 
 /** Main-thread long tasks above this (ms) fail a run: the page must stay responsive. */
 const MAX_LONG_TASK_MS = 200;
+/**
+ * NiiVue's loading of a volume (and WebGL start) on the main thread, on software WebGL: 3.3 s
+ * measured for the sample on these 2-core machines under load (its gradient texture is computed
+ * on the "GPU", i.e. the CPU). A hardware GPU does this in a fraction of a second.
+ */
+const MAX_VIEWER_TASK_MS = 15_000;
 
 /** The sample's exact simulated bleed (28.0 mL), beside it in www/samples/. */
 const SAMPLE_TRUTH = join(ROOT, "www/samples/sample_head_ct_simulated_bleed_mask.nii.gz");
@@ -59,13 +65,19 @@ describe("ichnet serve", () => {
     assert.equal(res.headers.get("x-content-type-options"), "nosniff");
     const js = await fetch(new URL("worker.js", server.url));
     assert.match(js.headers.get("content-type"), /^text\/javascript/);
+    // The policy is also in the page itself, for portals that serve www/ with their own server
+    // (frame-ancestors cannot be in a <meta>, so it is the one directive left to the header).
+    const html = await res.text();
+    const meta = html.match(/<meta http-equiv="Content-Security-Policy" content="([^"]+)"/);
+    assert.ok(meta, "index.html carries the CSP as <meta http-equiv>");
+    assert.equal(meta[1], csp.replace(/ frame-src [^;]*;/, "").replace(/ frame-ancestors [^;]*;/, ""));
   });
 
   test("answers a repeated request with 304 and refuses paths outside the folders", async () => {
     const first = await fetch(new URL("app.js", server.url));
-    const etag = first.headers.get("etag");
-    assert.ok(etag);
-    const again = await fetch(new URL("app.js", server.url), { headers: { "if-none-match": etag } });
+    const modified = first.headers.get("last-modified");
+    assert.ok(modified);
+    const again = await fetch(new URL("app.js", server.url), { headers: { "if-modified-since": modified } });
     assert.equal(again.status, 304);
     // Raw bytes over a socket: fetch would normalise `/../` and `%2e%2e` away before sending, and
     // the probe would never be a traversal. First, the raw client itself reads a served file.
@@ -99,6 +111,15 @@ describe("ichnet serve", () => {
 
   test("serves the wasm as application/wasm and the weights from /weights/", async () => {
     requireWebBuild();
+    // Pre-compressed by the build, sent gzipped to a client that accepts it (fetch does).
+    for (const [path, type] of [["pkg/ichnet_bg.wasm", /^application\/wasm$/], ["pkg/ichnet.js", /^text\/javascript/], ["niivue/niivue.js", /^text\/javascript/]]) {
+      const r = await fetch(new URL(path, server.url), { headers: { "accept-encoding": "gzip" } });
+      assert.equal(r.status, 200, path);
+      assert.match(r.headers.get("content-type"), type, path);
+      assert.equal(r.headers.get("content-encoding"), "gzip", path);
+      const body = Buffer.from(await r.arrayBuffer());
+      assert.ok(body.equals(readFileSync(join(ROOT, "www", path))), `${path}: decoded, the file itself`);
+    }
     const wasm = await fetch(new URL("pkg/ichnet_bg.wasm", server.url));
     assert.equal(wasm.headers.get("content-type"), "application/wasm");
     const w = await fetch(new URL("weights/ichnet.bpk", server.url));
@@ -173,8 +194,19 @@ async function segmentSampleEndToEnd({ webgpu, screenshot, input = null }) {
 
     const longTasks = await page.longTasks();
     assert.ok(Array.isArray(longTasks), "the browser reports long tasks");
-    const worst = Math.max(0, ...longTasks);
-    assert.ok(worst <= MAX_LONG_TASK_MS, `a main-thread task took ${worst} ms (all: ${longTasks.join(", ")})`);
+    // The app's own tasks stay short. NiiVue's one-off work (starting WebGL, loading the volume,
+    // setting the mask) runs on the main thread and on software WebGL (SwiftShader, these
+    // machines) takes seconds: it is told apart by the viewer's marks and held to its own bound.
+    const spans = await page.longTaskSpans();
+    const viewer = await page.viewerSpans();
+    assert.ok(viewer.length >= 2, `the viewer marks its work (${viewer.length} marks)`);
+    const inViewer = ([t, d]) => viewer.some(([a, b]) => t + d > a && t < b + 1);
+    const app = spans.filter((s) => !inViewer(s)).map(([, d]) => d);
+    const worst = Math.max(0, ...app);
+    assert.ok(worst <= MAX_LONG_TASK_MS, `a main-thread task outside the viewer's loading took ${worst} ms (all: ${JSON.stringify(spans)}; viewer ${JSON.stringify(viewer)})`);
+    const viewerWorst = Math.max(0, ...spans.filter(inViewer).map(([, d]) => d));
+    assert.ok(viewerWorst <= MAX_VIEWER_TASK_MS, `the viewer's loading blocked the page for ${viewerWorst} ms`);
+    console.log(`long tasks: app ${worst} ms at most; viewer (NiiVue, software WebGL) ${viewerWorst} ms at most`);
 
     if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
     return report;
@@ -306,8 +338,8 @@ describe("offline", () => {
         page.evaluate(async () => {
           const reg = await navigator.serviceWorker.getRegistration();
           if (!reg?.active || !navigator.serviceWorker.controller) return false;
-          const cache = await caches.open("ichnet-v1");
-          const paths = ["./", "app.js", "worker.js", "pkg/ichnet.js", "pkg/ichnet_bg.wasm", "weights/ichnet.bpk", "samples/sample_head_ct_simulated_bleed.nii.gz"];
+          const cache = await caches.open("ichnet-v2");
+          const paths = ["./", "app.js", "view.js", "niivue/niivue.js", "worker.js", "pkg/ichnet.js", "pkg/ichnet_bg.wasm", "weights/ichnet.bpk", "samples/sample_head_ct_simulated_bleed.nii.gz"];
           for (const p of paths) if (!(await cache.match(p))) return false;
           return true;
         });
@@ -322,6 +354,12 @@ describe("offline", () => {
       await page.click("#sample");
       const state = await waitSettled(page);
       assert.equal(state, "done", await page.textContent("#error"));
+      // The viewer (NiiVue, from the cache) shows the scan and the mask.
+      const shown = await page.evaluate(async () => {
+        const nv = (await import("/app.js")).viewer.niivue;
+        return { volumes: nv.volumes.length, drawn: nv.drawBitmap?.some((v) => v !== 0) ?? false };
+      });
+      assert.deepEqual(shown, { volumes: 1, drawn: true });
     } finally {
       await browser.close();
       await own.stop();

@@ -163,6 +163,21 @@ describe("iframe protocol", () => {
       assert.deepEqual(a.srow, b.srow);
       const d = dice(a.data, b.data);
       assert.ok(d >= 0.99, `Dice between the iframe's mask and the CLI's: ${d}`);
+
+      // The reader signs in the app: the host gets the signed result (`ichnet:signed`).
+      const app = page.frames().find((f) => f.url().includes("embed=1"));
+      assert.ok(app, "the app's frame");
+      await app.waitForFunction(() => document.body.dataset.review === "model");
+      assert.equal(await page.evaluate(() => window.ichnetHost.signed), null, "nothing signed before the reader signs");
+      await app.fill("#reader", "Dr Frame");
+      await app.click("#sign");
+      await page.waitForFunction(() => window.ichnetHost.signed, null, { timeout: 60_000 });
+      const signed = await page.evaluate(() => ({ report: window.ichnetHost.signed, mask: Array.from(window.ichnetHost.signedMask ?? []) }));
+      assert.equal(signed.report.review.reader, "Dr Frame");
+      assert.equal(signed.report.review.signed, true);
+      assert.equal(signed.report.review.edited_voxels, 0);
+      assert.equal(signed.report.volume_ml, result.volume_ml);
+      assert.ok(Buffer.from(signed.mask).equals(Buffer.from(mask)), "unedited, the signed mask is the model's file");
     } finally {
       await browser.close();
     }

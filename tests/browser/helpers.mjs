@@ -114,6 +114,10 @@ export async function recordedPage(browser, { acceptDownloads = true, serviceWor
   page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
   page.longTasks = () => page.evaluate(() => window.__longTasks);
+  // [start, duration] of each long task, and [start, end] of the viewer's heavy one-off work
+  // (www/view.js, VIEWER_WORK): NiiVue loads a volume on the main thread.
+  page.longTaskSpans = () => page.evaluate(() => window.__longTaskAt ?? []);
+  page.viewerSpans = () => page.evaluate(() => performance.getEntriesByName("ichnet:viewer", "measure").map((m) => [m.startTime, m.startTime + m.duration]));
   return { context, page, requests, consoleLines };
 }
 
