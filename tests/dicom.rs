@@ -677,10 +677,9 @@ fn mutated_series_never_panic() {
 /// Inputs the cargo-fuzz target `read_dicom` stopped on (tests/fixtures/dicom/fuzz/, raw fuzz
 /// inputs: the first byte says into how many files the rest is cut, as in
 /// fuzz/fuzz_targets/read_dicom.rs), read on every test run: each must give an error sentence.
-/// `oom-5c8d…`: a 6 KB file declaring a 3.84 GB element; dicom-rs reserves the declared length
-/// before reading (`try_reserve_exact`), so natively it is a transient virtual allocation that
-/// fails at the read and on wasm32 the reservation itself fails: an error either way, never an
-/// abort.
+/// `oom-5c8d…` (a 6 KB file declaring a 3.84 GB element) and `timeout-a8ea…`: dicom-rs reserves
+/// and zero-fills a declared length before reading it; `io::dicom::lengths` now refuses any
+/// length longer than the rest of the file first, so neither allocates.
 #[test]
 fn fuzz_findings_are_refused_with_a_sentence() {
     let dir = fixture("fuzz");

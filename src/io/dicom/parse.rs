@@ -161,6 +161,7 @@ pub fn header(file: usize, bytes: &[u8]) -> Result<Parsed> {
 
 /// Open a file from memory; `header_only` stops before Pixel Data.
 pub fn open(bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject> {
+    super::lengths::check(bytes)?;
     let mut opts = OpenFileOptions::new();
     if header_only {
         opts = opts.read_until(tags::PIXEL_DATA);
