@@ -616,7 +616,10 @@ fn real_ge_tilted_unequal_slices_keep_their_pixels_where_dicom_puts_them() {
         d_all.len(),
         mean(&d_all)
     );
-    assert_eq!(out_all, 0, "every stored pixel lies inside our grid: nothing cut off");
+    assert_eq!(
+        out_all, 0,
+        "every stored pixel lies inside our grid: nothing cut off"
+    );
     assert_eq!(d_ends.len(), 2 * 128 * 128);
     assert!(worst_end < 0.5, "worst |ΔHU| on the end slices {worst_end}");
     assert!(mean(&d_all) < 40.0, "mean |ΔHU| {}", mean(&d_all));
