@@ -49,10 +49,24 @@ wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name ichnet "$r
 if [[ "${SKIP_WASM_OPT:-0}" != 1 ]]; then
   before=$(stat -c %s "$out/ichnet_bg.wasm")
   # --enable-simd: the module uses simd128 (.cargo/config.toml); without it wasm-opt refuses it.
-  "$wasm_opt" "$WASM_OPT_LEVEL" --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \
-    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
-    "$out/ichnet_bg.wasm" -o "$out/ichnet_bg.opt.wasm"
-  mv "$out/ichnet_bg.opt.wasm" "$out/ichnet_bg.wasm"
+  opt_flags=("$WASM_OPT_LEVEL" --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int
+    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue)
+  # wasm-opt (binaryen's JS build) takes 5-25 minutes on a loaded 2-core machine, and its output
+  # depends only on its input, its flags and its version: an unchanged module (a CI run after a
+  # JS-only change) reuses the last result, kept beside cargo's output.
+  cache="$CARGO_TARGET_DIR/wasm-opt-cache"
+  key=$( { sha256sum <"$out/ichnet_bg.wasm"; echo "${opt_flags[*]}"; "$wasm_opt" --version; } | sha256sum | cut -c1-64)
+  if [[ -f "$cache/$key.wasm" ]]; then
+    cp "$cache/$key.wasm" "$out/ichnet_bg.wasm"
+    echo "wasm-opt: the module is unchanged since an earlier build; its optimised copy is reused" >&2
+  else
+    "$wasm_opt" "${opt_flags[@]}" "$out/ichnet_bg.wasm" -o "$out/ichnet_bg.opt.wasm"
+    mv "$out/ichnet_bg.opt.wasm" "$out/ichnet_bg.wasm"
+    mkdir -p "$cache"
+    # Only the latest few: each is ~15 MB.
+    ls -1t "$cache"/*.wasm 2>/dev/null | tail -n +4 | xargs -r rm -f
+    cp "$out/ichnet_bg.wasm" "$cache/$key.wasm"
+  fi
   after=$(stat -c %s "$out/ichnet_bg.wasm")
   echo "wasm-opt ${WASM_OPT_LEVEL}: ${before} -> ${after} bytes" >&2
 fi

@@ -241,6 +241,26 @@ describe("review in NiiVue", () => {
       await page.waitForSelector("#error:not([hidden])");
       assert.match(await page.textContent("#error"), /name or initials/);
 
+      // Fill: a closed outline drawn with the fill tool adds its inside too; editing after the
+      // sign-off voids it on screen.
+      await page.keyboard.press("f");
+      const sq = [[mx - 6, ly + 20], [mx + 6, ly + 20], [mx + 6, ly + 32], [mx - 6, ly + 32], [mx - 6, ly + 20]].map(([x, y]) => [x, y, cz]);
+      const corners = [];
+      for (const v of sq) corners.push(await voxelOnScreen(page, v));
+      await page.mouse.move(...corners[0]);
+      await page.mouse.down();
+      for (const c of corners.slice(1)) await page.mouse.move(c[0], c[1], { steps: 8 });
+      await page.mouse.up();
+      await measured(page, 6);
+      const s6 = await viewerState(page);
+      const filled = s6.set.length - s1.set.length;
+      // A 13 × 13 voxel square: its outline alone is 48 voxels, filled 169.
+      assert.ok(filled >= 120 && filled <= 200, `the fill added ${filled} voxels`);
+      assert.equal(await page.isVisible("#signed"), false, "an edit after signing voids the signature on screen");
+      const rep6 = JSON.parse(await download(page, "#dl-report"));
+      assert.equal(rep6.review.signed, false);
+      assert.equal(rep6.review.added_voxels, added.length + filled);
+
       // The viewer's controls: the wheel scrolls slices, layouts, 3-D, window presets, zoom.
       const slice = async () => page.evaluate(async () => {
         const nv = (await import("/app.js")).viewer.niivue;
