@@ -64,7 +64,8 @@ if [[ "${SKIP_WASM_OPT:-0}" != 1 ]]; then
     mv "$out/ichnet_bg.opt.wasm" "$out/ichnet_bg.wasm"
     mkdir -p "$cache"
     # Only the latest few: each is ~15 MB.
-    ls -1t "$cache"/*.wasm 2>/dev/null | tail -n +4 | xargs -r rm -f
+    # (`|| true` inside: with pipefail, ls of an empty cache would end the script silently.)
+    { ls -1t "$cache"/*.wasm 2>/dev/null || true; } | tail -n +4 | xargs -r rm -f
     cp "$out/ichnet_bg.wasm" "$cache/$key.wasm"
   fi
   after=$(stat -c %s "$out/ichnet_bg.wasm")
