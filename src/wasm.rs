@@ -287,8 +287,6 @@ fn segment_options(json: &str) -> crate::Result<SegmentOptions> {
 
 /// Where a job is.
 enum State {
-    /// The file's bytes (one `.nii`/`.nii.gz`, or a `.hdr` and its `.img`), not read yet.
-    Bytes(Vec<u8>, Option<Vec<u8>>),
     /// Named files as dropped (a DICOM folder, a `.zip`, one NIfTI) and the series chosen.
     Files(Vec<(String, Vec<u8>)>, Option<String>),
     Read(Box<Scan>),
@@ -313,20 +311,9 @@ fn order_error(what: &str) -> JsError {
 
 #[wasm_bindgen]
 impl Job {
-    /// A job for one `.nii`/`.nii.gz` (gzip detected by content) with the options (JSON, see
-    /// [`PageOptions`]); bad options are refused here, before any work.
-    #[wasm_bindgen(constructor)]
-    pub fn new(bytes: Vec<u8>, options: &str) -> Result<Job, JsError> {
-        Job::with(bytes, None, options)
-    }
-
-    /// A job for a `.hdr` + `.img` pair.
-    pub fn pair(hdr: Vec<u8>, img: Vec<u8>, options: &str) -> Result<Job, JsError> {
-        Job::with(hdr, Some(img), options)
-    }
-
-    /// A job for what the user dropped: the files of a DICOM folder, a `.zip` of a study, or one
-    /// NIfTI (routed by content, as `ichnet segment DIR_OR_FILES…` does). `series` picks a Series
+    /// The job for whatever the user gave: the files of a DICOM folder, a `.zip` of a study, one
+    /// NIfTI or a `.hdr` with its `.img` (routed by content, as `ichnet segment DIR_OR_FILES…`
+    /// does); bad options (JSON, the CLI's names) are refused here, before any work. `series` picks a Series
     /// Instance UID when the files hold several (see [`list_series`]).
     pub fn files(
         names: Vec<String>,
@@ -341,13 +328,6 @@ impl Job {
         Ok(Job {
             state: Rc::new(RefCell::new(State::Files(files, series))),
             opts,
-        })
-    }
-
-    fn with(a: Vec<u8>, b: Option<Vec<u8>>, options: &str) -> Result<Job, JsError> {
-        Ok(Job {
-            state: Rc::new(RefCell::new(State::Bytes(a, b))),
-            opts: segment_options(options).map_err(js)?,
         })
     }
 
@@ -371,16 +351,6 @@ impl Job {
         let mut state = self.state.borrow_mut();
         let taken = std::mem::replace(&mut *state, State::Empty);
         let (next, result) = match (name, taken) {
-            (stage::READ, State::Bytes(a, b)) => {
-                let read = match &b {
-                    None => Scan::from_bytes(&a),
-                    Some(img) => Scan::from_pair(&a, img),
-                };
-                match read {
-                    Ok(scan) => (State::Read(Box::new(scan)), Ok(())),
-                    Err(e) => (State::Bytes(a, b), Err(js(e))),
-                }
-            }
             (stage::READ, State::Files(files, series)) => {
                 let opts = crate::io::ReadOptions { series };
                 match crate::io::read_files(files, &opts) {

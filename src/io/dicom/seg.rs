@@ -100,17 +100,7 @@ pub(crate) fn write(src: &Source, mask: &[u8], opts: &SegOptions) -> Result<Vec<
         let vr = vr_of(*tag);
         s(&mut o, *tag, vr, v);
     }
-    for t in [
-        tags::PATIENT_NAME,
-        tags::PATIENT_ID,
-        tags::PATIENT_BIRTH_DATE,
-        tags::PATIENT_SEX,
-        tags::STUDY_DATE,
-        tags::STUDY_TIME,
-        tags::ACCESSION_NUMBER,
-        tags::REFERRING_PHYSICIAN_NAME,
-        tags::STUDY_ID,
-    ] {
+    for t in super::parse::IDENTITY_TAGS {
         if o.get(t).is_none() {
             o.put(DataElement::new(t, vr_of(t), PrimitiveValue::Empty));
         }
