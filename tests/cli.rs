@@ -254,6 +254,78 @@ fn train_stops_after_the_given_step_and_resumes_to_the_end() {
     );
 }
 
+/// Fine-tuning: `--init WEIGHTS` starts from those weights (the shipped model here), so two
+/// small Adam steps end near them and far from a fresh network of the same seed.
+#[test]
+fn train_init_starts_from_the_given_weights() {
+    use burn::prelude::*;
+    let data = data_folder("cli-train-init-data");
+    let dir = scratch("cli-train-init-out");
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/ichnet.bpk");
+    let run = |name: &str, extra: &[&str]| -> std::path::PathBuf {
+        let out = dir.join(name);
+        let mut v = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--lr",
+            "1e-4",
+        ];
+        v.extend_from_slice(extra);
+        let o = ichnet(&v);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let tuned = run("tuned.bpk", &["--init", bundled]);
+    let fresh = run("fresh.bpk", &[]);
+    let dev = Device::flex();
+    let outputs = |bytes: Vec<u8>| -> Vec<f32> {
+        let net = ichnet::model::load(bytes, &dev).unwrap();
+        let x: Vec<f32> = (0..3 * 32 * 32)
+            .map(|i| ((i * 37 % 101) as f32) / 101.0)
+            .collect();
+        let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(x, [1, 3, 32, 32]), &dev);
+        net.forward_dense(x)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    let dist = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f32>()
+            .sqrt()
+    };
+    let shipped = outputs(std::fs::read(bundled).unwrap());
+    let tuned = outputs(std::fs::read(tuned).unwrap());
+    let fresh = outputs(std::fs::read(fresh).unwrap());
+    let (to_shipped, fresh_to_shipped) = (dist(&tuned, &shipped), dist(&fresh, &shipped));
+    assert!(
+        to_shipped < 0.2 * fresh_to_shipped,
+        "after --init the network is {to_shipped} from the weights it started from; a fresh \
+         network is {fresh_to_shipped} from them"
+    );
+    // --init and --resume are two different starts: refused together.
+    let o = ichnet(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.join("x.bpk").to_str().unwrap(),
+        "--init",
+        bundled,
+        "--resume",
+    ]);
+    assert!(!o.status.success());
+}
+
 #[test]
 fn an_mr_scan_is_refused_with_a_reason_and_no_mask() {
     // nibabel's anatomical.nii: a T1 MR (values −610..30393), which used to get "0.00 mL".

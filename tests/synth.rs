@@ -237,3 +237,143 @@ fn bad_inputs_are_errors_not_panics() {
     };
     assert!(synth::generate_with(anatomy(), 1, 0, Preset::Random, tiny, |_| ()).is_err());
 }
+
+/// `n` cases of one kind (`synth --kind`), seed 21.
+fn kind_cases(kind: synth::CaseKind, n: u64) -> Vec<Case> {
+    (0..n)
+        .map(|i| {
+            synth::generate_with(anatomy(), 21, i, Preset::Only(kind), SMALL, |_| ())
+                .expect("case generates")
+        })
+        .collect()
+}
+
+/// Mean HU of the voxels that are entirely blood, before noise.
+fn mean_full_blood_hu(cases: &[Case]) -> f64 {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for c in cases {
+        for (&f, &hu) in c.blood.iter().zip(c.clean.iter()) {
+            if f >= 0.9999 {
+                sum += f64::from(hu);
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 50, "only {n} voxels entirely blood");
+    sum / n as f64
+}
+
+#[test]
+fn each_kind_asked_for_is_the_one_drawn_and_unknown_kinds_are_refused() {
+    for kind in synth::CaseKind::ALL {
+        let cases = kind_cases(kind, 3);
+        for c in &cases {
+            assert_eq!(c.lesions, kind.name(), "{}", c.name);
+        }
+        assert!(
+            cases.iter().any(|c| c.blood_ml > 0.0),
+            "{}: no blood in the mask of 3 cases",
+            kind.name()
+        );
+    }
+    let err = synth::CaseKind::parse("stroke").unwrap_err().to_string();
+    assert!(err.contains("sah") && err.contains("iph-low"), "{err}");
+}
+
+#[test]
+fn low_density_clots_are_darker_than_acute_ones() {
+    let acute = mean_full_blood_hu(&kind_cases(synth::CaseKind::Iph, 4));
+    let low = mean_full_blood_hu(&kind_cases(synth::CaseKind::IphLow, 4));
+    assert!(
+        (38.0..62.0).contains(&low) && low < acute - 10.0,
+        "low-density clots {low:.1} HU, acute {acute:.1} HU"
+    );
+}
+
+/// A cortical clot reaches the inner table: some of its mask voxels touch a voxel outside the
+/// brain (in-plane), which a deep clot never does.
+#[test]
+fn cortical_clots_touch_the_edge_of_the_brain() {
+    let touches = |c: &Case| {
+        let (nk, nj, ni) = c.mask.dim();
+        (0..nk).any(|k| {
+            (1..nj - 1).any(|j| {
+                (1..ni - 1).any(|i| {
+                    c.mask[[k, j, i]] != 0
+                        && [(0, 1), (0, -1), (1, 0), (-1, 0)].iter().any(|&(dj, di)| {
+                            let (jj, ii) = ((j as i64 + dj) as usize, (i as i64 + di) as usize);
+                            c.brain[[k, jj, ii]] == 0
+                        })
+                })
+            })
+        })
+    };
+    let cortical = kind_cases(synth::CaseKind::IphCortical, 6);
+    let n = cortical.iter().filter(|c| touches(c)).count();
+    assert!(
+        n >= 3,
+        "only {n} of 6 cortical clots reach the brain's edge"
+    );
+    let deep = kind_cases(synth::CaseKind::Iph, 6);
+    let m = deep.iter().filter(|c| touches(c)).count();
+    assert!(m <= 1, "{m} of 6 deep clots reach the brain's edge");
+}
+
+/// Subarachnoid blood fills CSF spaces inside the head: it lies in the brain mask (which holds
+/// the sulci), never in the ventricles' core, and is spread thin (many slices, little volume).
+#[test]
+fn subarachnoid_blood_lies_in_the_intracranial_csf_spaces() {
+    let cases = kind_cases(synth::CaseKind::Sah, 4);
+    let mut with = 0;
+    for c in &cases {
+        let total = c.blood.iter().filter(|&&f| f > 0.25).count();
+        if total == 0 {
+            continue;
+        }
+        with += 1;
+        let inside = c
+            .blood
+            .iter()
+            .zip(c.brain.iter())
+            .filter(|&(&f, &b)| f > 0.25 && b != 0)
+            .count();
+        assert!(
+            inside as f64 >= 0.9 * total as f64,
+            "{}: {inside} of {total} bloody voxels in the brain mask",
+            c.name
+        );
+    }
+    assert!(with >= 3, "only {with} of 4 cases show subarachnoid blood");
+}
+
+/// The space subarachnoid blood may fill: a few percent of the intracranial volume, none of it in
+/// the ventricles.
+#[test]
+fn the_subarachnoid_space_is_found_and_excludes_the_ventricles() {
+    let a = &anatomy()[0];
+    let (lo, hi) = a.brain_box;
+    let (mut brain, mut space, mut in_ventricles) = (0usize, 0usize, 0usize);
+    let mut z = lo[2];
+    while z <= hi[2] {
+        let mut y = lo[1];
+        while y <= hi[1] {
+            let mut x = lo[0];
+            while x <= hi[0] {
+                let p = [x, y, z];
+                if a.brain_at(p) >= 0.5 {
+                    brain += 1;
+                    let s = a.sah_space_at(p) >= 0.5;
+                    space += usize::from(s);
+                    in_ventricles += usize::from(s && a.ventricle_at(p) >= 0.99);
+                }
+                x += 2.0;
+            }
+            y += 2.0;
+        }
+        z += 2.0;
+    }
+    let share = space as f64 / brain as f64;
+    eprintln!("subarachnoid space: {space} of {brain} brain samples ({share:.3})");
+    assert!((0.02..0.30).contains(&share), "share {share:.3}");
+    assert_eq!(in_ventricles, 0);
+}

@@ -43,6 +43,10 @@ pub struct SynthArgs {
     /// Kind of cases: random (training mix), demo (the page's sample), fixture (tiny test case).
     #[arg(long, value_enum, default_value_t = PresetArg::Random)]
     pub preset: PresetArg,
+    /// Random cases that each hold exactly one lesion of this kind (iph, iph-low, iph-cortical,
+    /// ivh, sdh, edh, sah): per-kind test splits. Only with the random preset.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
     /// Also write a PNG montage of the first (up to 6) cases.
     #[arg(long)]
     pub montage: Option<PathBuf>,
@@ -136,10 +140,17 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     if args.pairs {
         return super::synth_pairs::run(args, &anatomies);
     }
-    let preset = match args.preset {
-        PresetArg::Random => Preset::Random,
-        PresetArg::Demo => Preset::Demo,
-        PresetArg::Fixture => Preset::Fixture,
+    let preset = match (args.preset, &args.kind) {
+        (PresetArg::Random, None) => Preset::Random,
+        (PresetArg::Random, Some(k)) => Preset::Only(synth::CaseKind::parse(k)?),
+        (_, Some(_)) => {
+            return Err(Error::InvalidInput(
+                "--kind picks the lesion of random cases: use it without --preset demo/fixture"
+                    .into(),
+            ));
+        }
+        (PresetArg::Demo, None) => Preset::Demo,
+        (PresetArg::Fixture, None) => Preset::Fixture,
     };
     let images = args.out.join("images");
     let masks = args.out.join("masks");

@@ -59,8 +59,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub max_cases: Option<usize>,
     /// Continue from the checkpoint beside --out.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init")]
     pub resume: bool,
+    /// Start from these trained weights (e.g. weights/ichnet.bpk) instead of a fresh network,
+    /// with a fresh optimiser and schedule: fine-tuning on new data, usually with a lower --lr
+    /// and fewer --steps.
+    #[arg(long, value_name = "WEIGHTS")]
+    pub init: Option<PathBuf>,
     /// Train on the GPU (wgpu) instead of the CPU (flex).
     #[arg(long)]
     pub gpu: bool,
@@ -316,6 +321,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         augment: !a.no_augment,
         stop_after: a.stop_after,
     };
+    let start = match (&a.init, a.resume) {
+        (Some(p), _) => train::Start::Weights(fs::read(p).map_err(|e| Error::io(p, e))?),
+        (None, true) => train::Start::Resume,
+        (None, false) => train::Start::Fresh,
+    };
     let bar = ProgressBar::new(a.steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{pos}/{len} [{elapsed} < {eta}] {wide_bar} {msg}")
@@ -331,7 +341,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         &val,
         &opts,
         &TrainPaths { out: &a.out },
-        a.resume,
+        start,
         &device,
         &mut mon,
     )?;

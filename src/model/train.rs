@@ -501,14 +501,25 @@ pub fn validate(model: &IchNet, val: &[CachedSlice], device: &Device) -> Result<
     })
 }
 
-/// Train (or resume) on `cache`, validating on `val` when it is not empty, and write the
+/// Where a run starts from.
+pub enum Start {
+    /// Freshly initialised weights (seeded).
+    Fresh,
+    /// These trained weights (burnpack bytes), with a fresh optimiser and schedule: fine-tuning
+    /// a shipped model on new data, which costs a fraction of training from scratch.
+    Weights(Vec<u8>),
+    /// The checkpoint beside `paths.out`: weights, optimiser, step and sampler state.
+    Resume,
+}
+
+/// Train on `cache` from `start`, validating on `val` when it is not empty, and write the
 /// weights to `paths.out` (the best validation checkpoint, else the last).
 pub fn train(
     cache: &[CachedSlice],
     val: &[CachedSlice],
     o: &TrainOptions,
     paths: &TrainPaths<'_>,
-    resume: bool,
+    start_from: Start,
     device: &Device,
     monitor: &mut dyn TrainMonitor,
 ) -> Result<()> {
@@ -534,7 +545,20 @@ pub fn train(
     let mut start = 0usize;
     let mut rng = Rng::new(o.seed);
     let mut best = f32::NEG_INFINITY;
-    if resume {
+    if let Start::Weights(bytes) = start_from {
+        let len = bytes.len();
+        let record =
+            burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+                .map_err(|e| {
+                    Error::Weights(format!(
+                        "--init: {len} bytes are not a burnpack record: {e}"
+                    ))
+                })?;
+        model = model.try_load_record(record).map_err(|e| {
+            Error::Weights(format!("--init: the weights do not fit the model: {e}"))
+        })?;
+        monitor.note(&format!("starting from the given weights ({len} bytes)"));
+    } else if let Start::Resume = start_from {
         let (step, rng_state, best_val) = read_state(&paths.ckpt_state())?;
         let bytes =
             std::fs::read(paths.ckpt_model()).map_err(|e| Error::io(paths.ckpt_model(), e))?;

@@ -42,6 +42,9 @@ pub struct Anatomy {
     depth: Vec<f32>,
     /// 1 in the ventricles.
     ventricles: Vec<f32>,
+    /// Subarachnoid CSF spaces (sulci, fissures, cisterns), widened by one voxel: where
+    /// subarachnoid blood can lie (0..1).
+    sah_space: Vec<f32>,
     /// Points (mm) of brain parenchyma at least 6 mm deep and outside the ventricles: where
     /// intraparenchymal haematomas may be centred.
     pub parenchyma: Vec<V3>,
@@ -173,6 +176,7 @@ impl Anatomy {
         }
         let (atria, ventricle_centre, ventricle_top) =
             ventricle_landmarks(&ventricle_points, &midline, sz);
+        let sah_space = subarachnoid_space(stack, &brain, &ventricles, dims)?;
         Ok(Anatomy {
             name: name.to_string(),
             hu: stack.hu.as_standard_layout().to_owned(),
@@ -181,6 +185,7 @@ impl Anatomy {
             brain,
             depth,
             ventricles,
+            sah_space,
             parenchyma,
             ventricle_points,
             centre,
@@ -214,6 +219,11 @@ impl Anatomy {
     /// Fraction of ventricle at `p` (0..1).
     pub fn ventricle_at(&self, p: V3) -> f32 {
         self.trilinear(&self.ventricles, p, 0.0)
+    }
+
+    /// How much `p` is subarachnoid CSF space (0..1; ventricles excluded).
+    pub fn sah_space_at(&self, p: V3) -> f32 {
+        self.trilinear(&self.sah_space, p, 0.0)
     }
 
     /// The midline's x (mm) at height `z` (mm).
@@ -378,6 +388,73 @@ fn ventricle_landmarks(
 /// Depth (mm) of every voxel of `inside` below its surface: a two-pass 3×3×3 chamfer distance
 /// to the nearest outside voxel, with true mm weights (good to a few percent, which is plenty
 /// for placing subdural collections and sinuses).
+/// The CSF of the sulci, fissures and cisterns: the HU smoothed over 3×3×3 voxels when the voxels
+/// are small (real scans' noise would otherwise scatter specks through white matter, which reads
+/// 20–30 HU; a coarse template is smooth already), mapped to
+/// 1 at ≤ 9 HU and 0 at ≥ 15 HU, widened by one voxel (blood under pressure widens the space it
+/// fills, and partial volume hides the narrowest sulci), inside the brain mask, outside the
+/// ventricles.
+fn subarachnoid_space(
+    stack: &Stack,
+    brain: &[f32],
+    ventricles: &[f32],
+    dims: [usize; 3],
+) -> Result<Vec<f32>> {
+    let [nx, ny, nz] = dims;
+    let n = nx * ny * nz;
+    let idx = |x: usize, y: usize, z: usize| (z * ny + y) * nx + x;
+    let near = |c: usize, len: usize| c.saturating_sub(1)..(c + 2).min(len);
+    let mut csf = try_filled(n, 0f32, "the subarachnoid space")?;
+    // Smoothing a template (already an average, with ≥ 1.5 mm voxels) would erase its sulci.
+    let smooth = stack.spacing.iter().all(|&s| s < 1.6);
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                if brain[idx(x, y, z)] <= 0.0 {
+                    continue;
+                }
+                if !smooth {
+                    csf[idx(x, y, z)] = ((15.0 - stack.hu[[z, y, x]]) / 6.0).clamp(0.0, 1.0);
+                    continue;
+                }
+                let (mut sum, mut cnt) = (0.0f32, 0.0f32);
+                for zz in near(z, nz) {
+                    for yy in near(y, ny) {
+                        for xx in near(x, nx) {
+                            sum += stack.hu[[zz, yy, xx]].clamp(-100.0, 100.0);
+                            cnt += 1.0;
+                        }
+                    }
+                }
+                csf[idx(x, y, z)] = ((15.0 - sum / cnt) / 6.0).clamp(0.0, 1.0);
+            }
+        }
+    }
+    let mut out = try_filled(n, 0f32, "the subarachnoid space")?;
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let i = idx(x, y, z);
+                if brain[i] <= 0.0 {
+                    continue;
+                }
+                let (mut m, mut v) = (0f32, 0f32);
+                for zz in near(z, nz) {
+                    for yy in near(y, ny) {
+                        for xx in near(x, nx) {
+                            m = m.max(csf[idx(xx, yy, zz)]);
+                            v = v.max(ventricles[idx(xx, yy, zz)]);
+                        }
+                    }
+                }
+                // The ventricles' walls stay clear too (blood there is intraventricular).
+                out[i] = m * brain[i] * (1.0 - v);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn chamfer_depth(inside: &[f32], dims: [usize; 3], spacing: V3) -> Result<Vec<f32>> {
     let [nx, ny, nz] = dims;
     let mut d = try_vec::<f32>(inside.len(), "the depth map")?;

@@ -5,9 +5,16 @@
 //! mask (blood fraction ≥ ½ of the final voxel) is exactly what the image shows, at any slice
 //! thickness. In-plane partial volume comes from a soft edge one pixel wide around each surface.
 //!
-//! Densities follow acute blood on non-contrast CT: 45–90 HU (clotted blood ~60–80 HU, less where
-//! the clot is still liquid or mixed with serum), against grey matter ~35–40 and white matter
-//! ~25–30 HU; perihaematomal oedema is hypodense (~15–30 HU).
+//! Densities follow blood on non-contrast CT: acute clots 55–85 HU, while a clot that is still
+//! liquid, a few days old or in an anaemic patient reads 38–55 HU, barely above grey matter
+//! (~35–40 HU; white matter ~25–30 HU), and blood mixed with CSF (subarachnoid) 45–75 HU. A clot
+//! may settle into a fluid level (cells below, serum above, the patient lying supine).
+//! Perihaematomal oedema is hypodense (~15–30 HU).
+//!
+//! Where readers see blood that a model trained on round deep clots misses, the generator draws
+//! it on purpose: small cortical clots that touch the inner table, clots in the temporal lobes and
+//! the posterior fossa next to the skull base, low-density clots, subarachnoid blood filling the
+//! sulci and cisterns, and intraventricular layering.
 
 use super::anatomy::Anatomy;
 use super::field::{
@@ -16,7 +23,7 @@ use super::field::{
 use super::rng::Rng;
 
 /// Lowest and highest blood density drawn (HU).
-pub const BLOOD_HU: (f32, f32) = (45.0, 90.0);
+pub const BLOOD_HU: (f32, f32) = (35.0, 95.0);
 
 /// The kinds of haemorrhage simulated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +36,8 @@ pub enum LesionKind {
     Sdh,
     /// Epidural haematoma: a biconvex lens against the skull.
     Edh,
+    /// Subarachnoid blood: the CSF of the sulci, fissures or basal cisterns replaced by blood.
+    Sah,
 }
 
 impl LesionKind {
@@ -39,6 +48,7 @@ impl LesionKind {
             LesionKind::Ivh => "ivh",
             LesionKind::Sdh => "sdh",
             LesionKind::Edh => "edh",
+            LesionKind::Sah => "sah",
         }
     }
 }
@@ -60,6 +70,9 @@ struct Density {
     waves: Waves,
     pockets: Waves,
     pocket_drop: f64,
+    /// A fluid level: below `y` (mm; posterior, dependent when supine) the blood is `extra` HU
+    /// denser than above it.
+    level: Option<(f64, f64)>,
 }
 
 impl Density {
@@ -74,6 +87,7 @@ impl Density {
             } else {
                 0.0
             },
+            level: None,
         }
     }
 
@@ -81,6 +95,9 @@ impl Density {
         let mut hu = self.base + self.swing * self.waves.at(p);
         if self.pocket_drop > 0.0 {
             hu -= self.pocket_drop * smoothstep(0.4, 0.9, self.pockets.at(p));
+        }
+        if let Some((y, extra)) = self.level {
+            hu += extra * clamp01(y - p[1] + 0.5);
         }
         (hu as f32).clamp(BLOOD_HU.0, BLOOD_HU.1)
     }
@@ -106,11 +123,60 @@ pub struct Iph {
     mass: f64,
     mass_reach: f64,
     reach: f64,
+    /// Depths (mm below the inner table) over which the blood fades in: (1, 3) keeps a deep
+    /// clot off the skull; a cortical clot runs up to the table.
+    edge: (f64, f64),
+    /// Its name in `cases.tsv` and the per-kind evaluation.
+    pub label: &'static str,
+}
+
+/// What sets an intraparenchymal haematoma apart from the acute deep clot of [`Iph::new`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IphStyle {
+    /// Name in `cases.tsv` ("iph", "iph-cortical", "iph-low").
+    pub label: &'static str,
+    /// Range of the clot's base density (HU).
+    pub density: (f64, f64),
+    /// Whether the clot may reach the inner table (cortical and skull-base clots).
+    pub cortical: bool,
+    /// Chance of a fluid level (cells settled below serum).
+    pub level_chance: f64,
+}
+
+impl IphStyle {
+    /// The acute deep or lobar clot.
+    pub const ACUTE: IphStyle = IphStyle {
+        label: "iph",
+        density: (58.0, 80.0),
+        cortical: false,
+        level_chance: 0.0,
+    };
+    /// A liquid, subacute or anaemic clot, barely denser than grey matter, often with a level.
+    pub const LOW: IphStyle = IphStyle {
+        label: "iph-low",
+        density: (38.0, 55.0),
+        cortical: false,
+        level_chance: 0.4,
+    };
+    /// A small clot (contusion, amyloid or cortical bleed) that touches the inner table.
+    pub const CORTICAL: IphStyle = IphStyle {
+        label: "iph-cortical",
+        density: (50.0, 82.0),
+        cortical: true,
+        level_chance: 0.0,
+    };
 }
 
 impl Iph {
-    /// A haematoma of about `volume_ml` centred at `centre`.
+    /// An acute haematoma of about `volume_ml` centred at `centre`.
     pub fn new(rng: &mut Rng, centre: V3, volume_ml: f64) -> Iph {
+        Iph::styled(rng, centre, volume_ml, IphStyle::ACUTE)
+    }
+
+    /// A haematoma of about `volume_ml` centred at `centre`, drawn in `style`. The acute style
+    /// draws exactly what [`Iph::new`] always drew, so the demo sample and the test fixture stay
+    /// the same cases.
+    pub fn styled(rng: &mut Rng, centre: V3, volume_ml: f64, style: IphStyle) -> Iph {
         let radius = (3.0 * volume_ml * 1000.0 / (4.0 * std::f64::consts::PI)).cbrt();
         let mut lobes = vec![ellipsoid(rng, centre, radius, 0.65)];
         let extra = rng.index(4);
@@ -130,7 +196,11 @@ impl Iph {
         }
         let surface = Waves::new(rng, 8, 0.7 * radius.max(3.0), 2.5 * radius.max(3.0));
         let surface_amp = rng.range(0.08, 0.2) * radius;
-        let density = Density::new(rng, (58.0, 80.0), radius);
+        let mut density = Density::new(rng, style.density, radius);
+        if style.level_chance > 0.0 && rng.chance(style.level_chance) {
+            let y = centre[1] + rng.range(-0.4, 0.3) * radius;
+            density.level = Some((y, rng.range(10.0, 25.0)));
+        }
         let rim_mm = rng.range(1.5, 3.0 + 0.2 * radius);
         let mass = if rng.chance(0.7) {
             rng.range(0.05, 0.3) * (radius / 20.0).min(1.0)
@@ -152,6 +222,12 @@ impl Iph {
             mass,
             mass_reach: 1.8 * radius,
             reach,
+            edge: if style.cortical {
+                (0.0, 0.7)
+            } else {
+                (1.0, 3.0)
+            },
+            label: style.label,
         }
     }
 
@@ -211,8 +287,9 @@ impl Iph {
         if f <= 0.0 {
             return (0.0, 0.0);
         }
-        // Stays in the brain: fades out within 1–3 mm of the inner skull.
-        let inside = smoothstep(1.0, 3.0, f64::from(anat.depth_at(p)));
+        // Stays in the brain: a deep clot fades out within 1–3 mm of the inner skull, a cortical
+        // one only at the brain's edge.
+        let inside = smoothstep(self.edge.0, self.edge.1, f64::from(anat.depth_at(p)));
         (f * inside, self.density.at(p))
     }
 
@@ -384,6 +461,77 @@ impl ExtraAxial {
     }
 }
 
+/// Subarachnoid blood: inside a region around the convexity's sulci, a Sylvian fissure or the
+/// basal cisterns, the anatomy's subarachnoid CSF spaces ([`Anatomy::sah_space_at`]) are filled
+/// with blood, so it follows the sulci and cisterns that are there, up to the inner table.
+#[derive(Debug, Clone)]
+pub struct Sah {
+    centre: V3,
+    radius: f64,
+    outline: Waves,
+    /// Share of a CSF space's volume that is blood (the rest stays CSF).
+    fill: f64,
+    density: Density,
+}
+
+impl Sah {
+    /// Subarachnoid blood in `anat`: over the convexity (60 %) or in the basal cisterns and
+    /// Sylvian fissures (40 %).
+    pub fn new(rng: &mut Rng, anat: &Anatomy) -> Sah {
+        let c = anat.centre;
+        let (centre, radius) = if rng.chance(0.4) {
+            let p = [
+                c[0] + rng.range(-35.0, 35.0),
+                c[1] + rng.range(-15.0, 25.0),
+                c[2] - rng.range(15.0, 40.0),
+            ];
+            (p, rng.range(20.0, 40.0))
+        } else {
+            (surface_point(rng, anat), rng.range(15.0, 35.0))
+        };
+        Sah {
+            centre,
+            radius,
+            outline: Waves::new(rng, 6, 10.0, 40.0),
+            fill: rng.range(0.8, 1.0),
+            density: Density::new(rng, (45.0, 72.0), 20.0),
+        }
+    }
+
+    fn blood(&self, q: V3, anat: &Anatomy) -> (f64, f32) {
+        let d = norm(sub(q, self.centre));
+        if d > 1.4 * self.radius + 6.0 {
+            return (0.0, 0.0);
+        }
+        let region = clamp01((self.radius * (1.0 + 0.3 * self.outline.at(q)) - d) / 6.0);
+        if region <= 0.0 {
+            return (0.0, 0.0);
+        }
+        (
+            // A voxel half CSF space fills whole: blood widens the space it fills.
+            (1.6 * f64::from(anat.sah_space_at(q))).min(1.0) * region * self.fill,
+            self.density.at(q),
+        )
+    }
+}
+
+/// A point about 2 mm under the brain's surface, above the skull base, in a random direction
+/// from the brain's centre.
+fn surface_point(rng: &mut Rng, anat: &Anatomy) -> V3 {
+    let r = rng.direction();
+    let d = [r[0], r[1], r[2].abs() * 0.8 + 0.1];
+    let d = scale(d, 1.0 / norm(d));
+    let mut last = anat.centre;
+    for step in 0..160 {
+        let p = add(anat.centre, scale(d, f64::from(step)));
+        if anat.brain_at(p) < 0.5 {
+            break;
+        }
+        last = p;
+    }
+    sub(last, scale(d, 2.0))
+}
+
 /// One simulated haemorrhage.
 #[derive(Debug, Clone)]
 pub enum Lesion {
@@ -393,6 +541,8 @@ pub enum Lesion {
     Ivh(Ivh),
     /// Subdural or epidural.
     Extra(ExtraAxial),
+    /// Subarachnoid.
+    Sah(Sah),
 }
 
 impl Lesion {
@@ -402,6 +552,29 @@ impl Lesion {
             Lesion::Iph(_) => LesionKind::Iph,
             Lesion::Ivh(_) => LesionKind::Ivh,
             Lesion::Extra(e) => e.kind,
+            Lesion::Sah(_) => LesionKind::Sah,
+        }
+    }
+
+    /// Where a thin-slice slab should be centred to hold it (extra-axial collections are large
+    /// enough to be in any slab).
+    pub fn centre(&self) -> Option<V3> {
+        match self {
+            Lesion::Iph(i) => Some(i.centre),
+            Lesion::Sah(s) => Some(s.centre),
+            Lesion::Ivh(v) => Some(match &v.shape {
+                IvhShape::Cast { c, .. } => *c,
+                IvhShape::Layer { .. } => scale(add(v.lo, v.hi), 0.5),
+            }),
+            Lesion::Extra(_) => None,
+        }
+    }
+
+    /// Its name in `cases.tsv`: the kind, with the style of an intraparenchymal clot.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Lesion::Iph(i) => i.label,
+            other => other.kind().name(),
         }
     }
 }
@@ -434,6 +607,7 @@ impl Lesions {
                 Lesion::Iph(i) => i.blood(p, anat, pixel),
                 Lesion::Ivh(v) => v.blood(q, anat, pixel),
                 Lesion::Extra(e) => e.blood(q, anat, pixel),
+                Lesion::Sah(s) => s.blood(q, anat),
             };
             if fi > 0.0 {
                 f += fi;
@@ -475,7 +649,7 @@ impl Lesions {
         }
         self.list
             .iter()
-            .map(|l| l.kind().name())
+            .map(Lesion::name)
             .collect::<Vec<_>>()
             .join(",")
     }

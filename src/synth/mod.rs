@@ -24,11 +24,12 @@ pub mod scanner;
 use ndarray::Array3;
 
 pub use anatomy::Anatomy;
-pub use lesion::{BLOOD_HU, LesionKind};
+pub use lesion::{BLOOD_HU, IphStyle, LesionKind};
 pub use scanner::Acquisition;
 
 use confound::Confounders;
-use lesion::{ExtraAxial, Iph, Ivh, Lesion, Lesions};
+use field::{V3, norm, scale, sub};
+use lesion::{ExtraAxial, Iph, Ivh, Lesion, Lesions, Sah};
 use rng::Rng;
 use scanner::{AcqSpec, Pose};
 
@@ -46,6 +47,68 @@ pub enum Preset {
     /// A tiny regression case: the real head CT, one 10–30 mL bleed, 1.6 mm pixels, a slab of at
     /// most 20 slices of 5 mm, int16.
     Fixture,
+    /// Like `Random`, but every case holds exactly one lesion of this kind: test splits with a
+    /// known number of each failure mode, scored per kind.
+    Only(CaseKind),
+}
+
+/// The lesion kinds a case can be asked for (`ichnet synth --kind`), as named in `cases.tsv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseKind {
+    /// Acute deep or lobar intraparenchymal clot.
+    Iph,
+    /// Low-density (38–55 HU) intraparenchymal clot, sometimes with a fluid level.
+    IphLow,
+    /// Small clot against the inner table, often near the skull base.
+    IphCortical,
+    /// Intraventricular.
+    Ivh,
+    /// Subdural.
+    Sdh,
+    /// Epidural.
+    Edh,
+    /// Subarachnoid.
+    Sah,
+}
+
+impl CaseKind {
+    /// Every kind, in the order of the per-kind tables.
+    pub const ALL: [CaseKind; 7] = [
+        CaseKind::Iph,
+        CaseKind::IphLow,
+        CaseKind::IphCortical,
+        CaseKind::Ivh,
+        CaseKind::Sdh,
+        CaseKind::Edh,
+        CaseKind::Sah,
+    ];
+
+    /// The name in `cases.tsv`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CaseKind::Iph => IphStyle::ACUTE.label,
+            CaseKind::IphLow => IphStyle::LOW.label,
+            CaseKind::IphCortical => IphStyle::CORTICAL.label,
+            CaseKind::Ivh => LesionKind::Ivh.name(),
+            CaseKind::Sdh => LesionKind::Sdh.name(),
+            CaseKind::Edh => LesionKind::Edh.name(),
+            CaseKind::Sah => LesionKind::Sah.name(),
+        }
+    }
+
+    /// The kind named `name` (as in `cases.tsv`).
+    pub fn parse(name: &str) -> Result<CaseKind> {
+        CaseKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                let all: Vec<&str> = CaseKind::ALL.iter().map(|k| k.name()).collect();
+                Error::InvalidInput(format!(
+                    "unknown lesion kind {name:?}: one of {}",
+                    all.join(", ")
+                ))
+            })
+    }
 }
 
 /// Column names of `cases.tsv`, tab-separated.
@@ -184,7 +247,7 @@ pub fn generate_with(
         ));
     }
     let range = match preset {
-        Preset::Random => {
+        Preset::Random | Preset::Only(_) => {
             return generate_once(
                 anatomies,
                 Rng::for_case(seed, index),
@@ -225,7 +288,7 @@ fn generate_once(
     progress: &mut impl FnMut(usize),
 ) -> Result<Case> {
     let anat = match preset {
-        Preset::Random => &anatomies[rng.index(anatomies.len())],
+        Preset::Random | Preset::Only(_) => &anatomies[rng.index(anatomies.len())],
         Preset::Demo | Preset::Fixture => anatomies
             .iter()
             .find(|a| a.name.starts_with("cranium"))
@@ -238,29 +301,35 @@ fn generate_once(
     let mut noise_rng = rng.fork(5);
 
     let pose = match preset {
-        Preset::Random => Pose::random(&mut pose_rng, anat),
+        Preset::Random | Preset::Only(_) => Pose::random(&mut pose_rng, anat),
         _ => Pose::identity(anat),
     };
     let lesions = match preset {
         Preset::Random => random_lesions(&mut lesion_rng, anat),
+        Preset::Only(kind) => Lesions {
+            list: draw_lesion(&mut lesion_rng, anat, kind)
+                .into_iter()
+                .collect(),
+        },
         Preset::Demo => single_iph(&mut lesion_rng, anat, 25.0),
         Preset::Fixture => single_iph(&mut lesion_rng, anat, 18.0),
     };
     let confounders = match preset {
-        Preset::Random => Confounders::new(&mut conf_rng, anat, &lesions),
+        Preset::Random | Preset::Only(_) => Confounders::new(&mut conf_rng, anat, &lesions),
         _ => Confounders::default(),
     };
     let mut spec = match preset {
-        Preset::Random => AcqSpec::random(&mut acq_rng),
+        Preset::Random | Preset::Only(_) => AcqSpec::random(&mut acq_rng),
         Preset::Demo => fixed_spec(0.957, 5.0, 64, 0.0),
         Preset::Fixture => fixed_spec(1.6, 5.0, 20, 3.0),
     };
     spec.max_matrix = spec.max_matrix.min(limits.max_matrix);
     spec.max_slices = spec.max_slices.min(limits.max_slices);
-    let focus = lesions.list.iter().find_map(|l| match l {
-        Lesion::Iph(i) => Some(pose.to_world(i.centre)[2]),
-        _ => None,
-    });
+    let focus = lesions
+        .list
+        .iter()
+        .find_map(Lesion::centre)
+        .map(|c| pose.to_world(c)[2]);
     let acq = spec.grid(anat, &pose, focus, &mut acq_rng)?;
     let r = scanner::render(anat, &pose, &lesions, &confounders, &acq, &mut *progress)?;
     let mut image = r.clean.clone();
@@ -302,7 +371,10 @@ fn fixed_spec(pixel: f64, thickness: f64, max_slices: usize, noise_sd: f64) -> A
     }
 }
 
-/// The training mix: 15 % without a lesion; otherwise 1–3 lesions, intraparenchymal most often.
+/// The training mix: 15 % without a lesion; otherwise 1–3 lesions. Acute deep clots are the
+/// most common, but the kinds that a model trained on them misses on real scans (low-density,
+/// cortical and skull-base clots, subarachnoid and intraventricular blood) are drawn often
+/// enough to be learnt.
 fn random_lesions(rng: &mut Rng, anat: &Anatomy) -> Lesions {
     let mut list = Vec::new();
     if rng.chance(0.15) {
@@ -310,27 +382,8 @@ fn random_lesions(rng: &mut Rng, anat: &Anatomy) -> Lesions {
     }
     let count = 1 + rng.weighted(&[0.65, 0.25, 0.10]);
     for _ in 0..count {
-        let kind = [
-            LesionKind::Iph,
-            LesionKind::Ivh,
-            LesionKind::Sdh,
-            LesionKind::Edh,
-        ][rng.weighted(&[0.55, 0.15, 0.18, 0.12])];
-        let lesion = match kind {
-            LesionKind::Ivh => Ivh::new(rng, anat).map(Lesion::Ivh),
-            LesionKind::Sdh | LesionKind::Edh => {
-                Some(Lesion::Extra(ExtraAxial::new(rng, anat, kind)))
-            }
-            LesionKind::Iph => None,
-        };
-        let lesion = match lesion {
-            Some(l) => Some(l),
-            None => {
-                let v = rng.log_range(0.5, 120.0);
-                place_iph(rng, anat, v).map(Lesion::Iph)
-            }
-        };
-        list.extend(lesion);
+        let kind = CaseKind::ALL[rng.weighted(&[0.34, 0.10, 0.14, 0.12, 0.12, 0.06, 0.12])];
+        list.extend(draw_lesion(rng, anat, kind));
     }
     // Large haematomas often rupture into the ventricles.
     let big = list
@@ -342,9 +395,37 @@ fn random_lesions(rng: &mut Rng, anat: &Anatomy) -> Lesions {
     Lesions { list }
 }
 
+/// One lesion of `kind` (`None` only when the anatomy has no place for it, e.g. no ventricles;
+/// an intraparenchymal clot is placed instead then).
+fn draw_lesion(rng: &mut Rng, anat: &Anatomy, kind: CaseKind) -> Option<Lesion> {
+    let lesion = match kind {
+        CaseKind::Ivh => Ivh::new(rng, anat).map(Lesion::Ivh),
+        CaseKind::Sdh => Some(Lesion::Extra(ExtraAxial::new(rng, anat, LesionKind::Sdh))),
+        CaseKind::Edh => Some(Lesion::Extra(ExtraAxial::new(rng, anat, LesionKind::Edh))),
+        CaseKind::Sah => Some(Lesion::Sah(Sah::new(rng, anat))),
+        CaseKind::IphCortical => {
+            let v = rng.log_range(0.3, 12.0);
+            let skull_base = rng.chance(0.4);
+            place_cortical(rng, anat, v, skull_base).map(Lesion::Iph)
+        }
+        CaseKind::IphLow => {
+            let v = rng.log_range(1.0, 80.0);
+            place_iph(rng, anat, v, IphStyle::LOW).map(Lesion::Iph)
+        }
+        CaseKind::Iph => None,
+    };
+    match lesion {
+        Some(l) => Some(l),
+        None => {
+            let v = rng.log_range(0.5, 120.0);
+            place_iph(rng, anat, v, IphStyle::ACUTE).map(Lesion::Iph)
+        }
+    }
+}
+
 fn single_iph(rng: &mut Rng, anat: &Anatomy, volume_ml: f64) -> Lesions {
     Lesions {
-        list: place_iph(rng, anat, volume_ml)
+        list: place_iph(rng, anat, volume_ml, IphStyle::ACUTE)
             .map(Lesion::Iph)
             .into_iter()
             .collect(),
@@ -353,17 +434,61 @@ fn single_iph(rng: &mut Rng, anat: &Anatomy, volume_ml: f64) -> Lesions {
 
 /// A haematoma of about `volume_ml` centred in parenchyma deep enough to hold it (smaller if no
 /// such place is found).
-fn place_iph(rng: &mut Rng, anat: &Anatomy, volume_ml: f64) -> Option<Iph> {
+fn place_iph(rng: &mut Rng, anat: &Anatomy, volume_ml: f64, style: IphStyle) -> Option<Iph> {
     let mut v = volume_ml;
     for _ in 0..6 {
-        let r = (3.0 * v * 1000.0 / (4.0 * std::f64::consts::PI)).cbrt();
+        let r = sphere_radius(v);
         for _ in 0..40 {
             let c = anat.parenchyma[rng.index(anat.parenchyma.len())];
             if f64::from(anat.depth_at(c)) >= 0.8 * r + 2.0 && anat.ventricle_at(c) < 0.2 {
-                return Some(Iph::new(rng, c, v));
+                return Some(Iph::styled(rng, c, v, style));
             }
         }
         v *= 0.6;
     }
     None
+}
+
+/// A small clot of about `volume_ml` whose edge reaches the inner table; with `skull_base`, in
+/// the lowest third of the brain (temporal lobes, posterior fossa). The centre is a parenchyma
+/// point moved down the depth field's gradient (towards the nearest table) until the clot
+/// reaches it.
+fn place_cortical(rng: &mut Rng, anat: &Anatomy, volume_ml: f64, skull_base: bool) -> Option<Iph> {
+    let r = sphere_radius(volume_ml);
+    let (lo, hi) = anat.brain_box;
+    let z_cut = lo[2] + 0.35 * (hi[2] - lo[2]);
+    let depth = |p: V3| f64::from(anat.depth_at(p));
+    for attempt in 0..400 {
+        let c = anat.parenchyma[rng.index(anat.parenchyma.len())];
+        if skull_base && attempt < 300 && c[2] > z_cut {
+            continue;
+        }
+        let d = depth(c);
+        if d > 40.0 {
+            continue;
+        }
+        let g = [0, 1, 2].map(|a| {
+            let mut p = c;
+            let mut m = c;
+            p[a] += 1.0;
+            m[a] -= 1.0;
+            (depth(p) - depth(m)) / 2.0
+        });
+        let len = norm(g);
+        if len < 0.3 {
+            continue;
+        }
+        let target = rng.range(0.3, 0.8) * r;
+        let moved = sub(c, scale(g, (d - target) / len));
+        let dm = depth(moved);
+        if dm >= 0.2 * r && dm <= r + 1.0 && anat.ventricle_at(moved) < 0.2 {
+            return Some(Iph::styled(rng, moved, volume_ml, IphStyle::CORTICAL));
+        }
+    }
+    None
+}
+
+/// Radius (mm) of a sphere of `volume_ml`.
+fn sphere_radius(volume_ml: f64) -> f64 {
+    (3.0 * volume_ml * 1000.0 / (4.0 * std::f64::consts::PI)).cbrt()
 }

@@ -8,7 +8,7 @@
 //! own grid, so the true growth is what a perfect segmentation would measure.
 
 use super::confound::Confounders;
-use super::lesion::{Lesion, Lesions};
+use super::lesion::{IphStyle, Lesion, Lesions};
 use super::rng::Rng;
 use super::scanner::{self, AcqSpec, Pose};
 use super::{Anatomy, Case, Limits, place_iph};
@@ -100,7 +100,7 @@ pub fn generate_pair(
     } else {
         lesion_rng.range(0.0, 30.0)
     };
-    let iph = place_iph(&mut lesion_rng, anat, volume).ok_or_else(|| {
+    let iph = place_iph(&mut lesion_rng, anat, volume, IphStyle::ACUTE).ok_or_else(|| {
         Error::InvalidInput(format!(
             "anatomy {} has no parenchyma deep enough for a {volume:.0} mL haematoma",
             anat.name
