@@ -51,6 +51,11 @@ pub struct EvalArgs {
     /// objects), reusing each case's network output: tunes the CRF on a validation folder.
     #[arg(long, value_name = "FILE.json")]
     pub crf_sweep: Option<PathBuf>,
+    /// Take every image's values as Hounsfield units even when they do not look like HU. The
+    /// synthetic folders need it: three cases in ten are stored as windowed uint8 exports (no
+    /// air below −200 HU), which `segment` refuses without `--assume-hu`.
+    #[arg(long)]
+    pub assume_hu: bool,
 }
 
 /// Scores of one method on one case.
@@ -343,7 +348,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let mut sweep: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); a.sweep.len()];
     for (name, img, msk) in &cases {
         let bytes = fs::read(img).map_err(|e| Error::io(img, e))?;
-        let mut prep = Prepared::new(&bytes, false)
+        let mut prep = Prepared::new(&bytes, a.assume_hu)
             .map_err(|e| ichnet::io::in_file(&img.display().to_string(), e))?;
         let truth = read_mask(msk, prep.scan())?;
         let stack = prep.scan().stack.clone();
