@@ -674,6 +674,27 @@ fn scan(
 mod tests {
     use super::*;
 
+    // 48 × 41 crops of the 12-bit fixture slice and IJG libjpeg's decode of them (dcmdjpeg), made
+    // by tests/fixtures/dicom/make_jpeg12.py
+    const SMALL: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/small12.jpg");
+    const SMALL_REF: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/small12.u16");
+    const RST: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/small12-rst.jpg");
+    const RST_REF: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/small12-rst.u16");
+    const PROGRESSIVE: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/progressive.jpg");
+    const LOSSLESS16: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/lossless16.jpg");
+    const RGB: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/rgb.jpg");
+
+    fn reference(raw: &[u8]) -> Vec<u16> {
+        raw.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    /// Byte offset of the first marker `m` (FF m) in a stream's headers.
+    fn marker(data: &[u8], m: u8) -> usize {
+        data.windows(2).position(|w| w == [0xFF, m]).unwrap()
+    }
+
     #[test]
     fn zigzag_is_the_standard_order() {
         // T.81 Figure A.6: the first positions and the last, and every index once
@@ -682,5 +703,143 @@ mod tests {
         let mut seen = [false; 64];
         ZIGZAG.iter().for_each(|&i| seen[i] = true);
         assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn decodes_12_bit_streams_like_libjpeg_within_one() {
+        for (name, data, raw) in [("small12", SMALL, SMALL_REF), ("small12-rst", RST, RST_REF)] {
+            let img = decode(data, 48 * 41).unwrap();
+            assert_eq!((img.width, img.height, img.precision), (48, 41, 12), "{name}");
+            let want = reference(raw);
+            assert_eq!(img.samples.len(), want.len());
+            let worst = img
+                .samples
+                .iter()
+                .zip(&want)
+                .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+                .max()
+                .unwrap();
+            let off = img.samples.iter().zip(&want).filter(|(a, b)| a != b).count();
+            eprintln!("{name}: largest difference from libjpeg {worst}, {off} of {} differ", want.len());
+            assert!(worst <= 1, "{name}: {worst}");
+        }
+        assert_eq!(precision(SMALL), Some(12));
+        assert_eq!(precision(RST), Some(12));
+        assert!(RST.windows(2).any(|w| w == [0xFF, 0xD3]), "the stream has restart markers");
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_never_a_panic() {
+        for data in [SMALL, RST] {
+            // (a DICOM fragment has an even length: a stream may end FF D9 00)
+            let eoi = data.windows(2).rposition(|w| w == [0xFF, 0xD9]).unwrap();
+            for cut in 0..data.len() {
+                let r = decode(&data[..cut], 48 * 41);
+                if cut < eoi {
+                    let Err(e) = r else { panic!("cut at {cut} of {}: an image", data.len()) };
+                    assert!(matches!(e, Error::Truncated(_)), "cut at {cut}: {e}");
+                } else {
+                    assert!(r.is_ok(), "only the EOI marker is missing");
+                }
+            }
+        }
+        let e = decode(&SMALL[..SMALL.len() - 40], 48 * 41).unwrap_err().to_string();
+        assert!(e.contains("ends inside block"), "{e}");
+    }
+
+    #[test]
+    fn bit_flips_give_an_error_or_an_image_never_a_panic() {
+        let (mut errors, mut images) = (0, 0);
+        for data in [SMALL, RST] {
+            for i in 0..data.len() {
+                for bit in 0..8 {
+                    let mut d = data.to_vec();
+                    d[i] ^= 1 << bit;
+                    match decode(&d, 48 * 41) {
+                        Ok(img) => {
+                            images += 1;
+                            assert!(img.samples.len() == img.width * img.height);
+                            assert!(img.samples.iter().all(|&s| s < 1 << img.precision));
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+            }
+        }
+        eprintln!("bit flips: {images} images, {errors} errors");
+        // runs of 0xFF and zero-length segments, anywhere
+        for i in 0..SMALL.len() {
+            for fill in [[0xFF, 0xFF], [0x00, 0x00], [0xFF, 0xD9]] {
+                let mut d = SMALL.to_vec();
+                d.splice(i..i, fill);
+                let _ = decode(&d, 48 * 41);
+            }
+        }
+    }
+
+    #[test]
+    fn restart_markers_are_checked() {
+        // RST1 → RST5: the fourth marker is wrong
+        let mut d = RST.to_vec();
+        let sos = marker(&d, 0xDA);
+        let at = sos + d[sos..].windows(2).position(|w| w == [0xFF, 0xD1]).unwrap();
+        d[at + 1] = 0xD5;
+        let e = decode(&d, 48 * 41).unwrap_err().to_string();
+        assert!(e.contains("RST1 (FF D1) expected after block 10, found FF D5"), "{e}");
+    }
+
+    #[test]
+    fn other_kinds_of_jpeg_are_refused_with_what_they_are() {
+        let cases = [
+            (PROGRESSIVE, "progressive DCT with Huffman coding (SOF2)"),
+            (LOSSLESS16, "lossless with Huffman coding (SOF3)"),
+            (RGB, "3 components"),
+        ];
+        for (data, what) in cases {
+            let e = decode(data, 1 << 20).unwrap_err();
+            assert!(matches!(e, Error::Unsupported(_)), "{e}");
+            let e = e.to_string();
+            assert!(e.contains(what) && e.contains("cannot decode"), "{e}");
+        }
+        // the 12-bit stream's frame header edited to 16-bit samples, arithmetic coding, DNL
+        let sof = marker(SMALL, 0xC1);
+        let mut d = SMALL.to_vec();
+        d[sof + 4] = 16;
+        let e = decode(&d, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("(SOF1) of 16-bit samples"), "{e}");
+        d = SMALL.to_vec();
+        d[sof + 1] = 0xC9;
+        let e = decode(&d, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("arithmetic coding (SOF9)"), "{e}");
+        d = SMALL.to_vec();
+        d[sof + 5..sof + 7].copy_from_slice(&[0, 0]);
+        let e = decode(&d, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("DNL"), "{e}");
+    }
+
+    #[test]
+    fn a_frame_larger_than_allowed_is_refused_before_allocation() {
+        let e = decode(SMALL, 48 * 41 - 1).unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e}");
+        assert!(e.to_string().contains("48 × 41 = 1968 pixels"), "{e}");
+        let sof = marker(SMALL, 0xC1);
+        let mut d = SMALL.to_vec();
+        d[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+        let e = decode(&d, 1 << 28).unwrap_err();
+        assert!(e.to_string().contains("65535 × 65535"), "{e}");
+    }
+
+    #[test]
+    fn an_8_bit_sof1_stream_decodes() {
+        // the 12-bit stream relabelled as 8-bit: the coded data is the same, the samples are
+        // clamped to 0..255, and nothing panics
+        let sof = marker(SMALL, 0xC1);
+        let mut d = SMALL.to_vec();
+        d[sof + 4] = 8;
+        assert_eq!(precision(&d), Some(8));
+        match decode(&d, 48 * 41) {
+            Ok(img) => assert!(img.samples.iter().all(|&s| s <= 255)),
+            Err(e) => assert!(e.to_string().contains("category"), "{e}"),
+        }
     }
 }
