@@ -51,7 +51,11 @@ const ZIGZAG: [usize; 64] = {
         let mut i = 0;
         while i < 8 {
             // even diagonals run from bottom-left to top-right (row falls), odd ones the other way
-            let row = if d % 2 == 0 { d as isize - i as isize } else { i as isize };
+            let row = if d % 2 == 0 {
+                d as isize - i as isize
+            } else {
+                i as isize
+            };
             let col = d as isize - row;
             if row >= 0 && row < 8 && col >= 0 && col < 8 {
                 z[k] = (row * 8 + col) as usize;
@@ -260,7 +264,11 @@ impl<'a> Bits<'a> {
             return 0;
         }
         let v = self.take(s) as i32;
-        if v < 1 << (s - 1) { v - (1 << s) + 1 } else { v }
+        if v < 1 << (s - 1) {
+            v - (1 << s) + 1
+        } else {
+            v
+        }
     }
 
     fn decode(&mut self, t: &Huffman) -> Option<u8> {
@@ -281,8 +289,7 @@ impl<'a> Bits<'a> {
         self.buf = 0;
         self.n = 0;
         self.pad = 0;
-        while self.data.get(self.pos) == Some(&0xFF) && self.data.get(self.pos + 1) == Some(&0xFF)
-        {
+        while self.data.get(self.pos) == Some(&0xFF) && self.data.get(self.pos + 1) == Some(&0xFF) {
             self.pos += 1;
         }
         match (self.data.get(self.pos), self.data.get(self.pos + 1)) {
@@ -342,13 +349,19 @@ pub fn decode(data: &[u8], max_pixels: usize) -> Result<Image> {
             pos += 1;
         }
         let Some(&m) = data.get(pos + 1) else {
-            return Err(ends(format!("the stream ends inside the marker at byte {pos}")));
+            return Err(ends(format!(
+                "the stream ends inside the marker at byte {pos}"
+            )));
         };
         pos += 2;
         match m {
             0x01 | 0xD0..=0xD7 => continue,
             0xD8 => return Err(damaged(format!("a second SOI marker at byte {}", pos - 2))),
-            0xD9 => return Err(damaged("the stream ends (EOI) before its image data (SOS)".into())),
+            0xD9 => {
+                return Err(damaged(
+                    "the stream ends (EOI) before its image data (SOS)".into(),
+                ));
+            }
             _ => {}
         }
         let len = match (data.get(pos), data.get(pos + 1)) {
@@ -361,7 +374,9 @@ pub fn decode(data: &[u8], max_pixels: usize) -> Result<Image> {
             }
         };
         if len < 2 {
-            return Err(damaged(format!("marker FF {m:02X} declares a length of {len} bytes")));
+            return Err(damaged(format!(
+                "marker FF {m:02X} declares a length of {len} bytes"
+            )));
         }
         let Some(seg) = data.get(pos + 2..pos + len) else {
             return Err(ends(format!(
@@ -400,11 +415,16 @@ pub fn decode(data: &[u8], max_pixels: usize) -> Result<Image> {
             }
             0xDA => {
                 let Some(f) = frame else {
-                    return Err(damaged("image data (SOS) comes before any frame header (SOF)".into()));
+                    return Err(damaged(
+                        "image data (SOS) comes before any frame header (SOF)".into(),
+                    ));
                 };
                 let (td, ta) = scan_header(seg, &f)?;
                 let q = qt.get(f.table).copied().flatten().ok_or_else(|| {
-                    damaged(format!("quantisation table {} is used but never defined", f.table))
+                    damaged(format!(
+                        "quantisation table {} is used but never defined",
+                        f.table
+                    ))
                 })?;
                 let dc = dc.get(td).and_then(Option::as_ref).ok_or_else(|| {
                     damaged(format!("DC Huffman table {td} is used but never defined"))
@@ -424,7 +444,10 @@ pub fn decode(data: &[u8], max_pixels: usize) -> Result<Image> {
 fn frame_header(marker: u8, seg: &[u8], max_pixels: usize) -> Result<FrameHeader> {
     let sof = if marker == 0xC0 { "SOF0" } else { "SOF1" };
     let [p, y0, y1, x0, x1, nf, comps @ ..] = seg else {
-        return Err(damaged(format!("the frame header ({sof}) has only {} bytes", seg.len())));
+        return Err(damaged(format!(
+            "the frame header ({sof}) has only {} bytes",
+            seg.len()
+        )));
     };
     if *nf != 1 {
         return Err(refuse(format!(
@@ -445,7 +468,9 @@ fn frame_header(marker: u8, seg: &[u8], max_pixels: usize) -> Result<FrameHeader
         ));
     }
     if width == 0 {
-        return Err(damaged(format!("the frame header ({sof}) declares a width of 0")));
+        return Err(damaged(format!(
+            "the frame header ({sof}) declares a width of 0"
+        )));
     }
     let [c, hv, tq, ..] = comps else {
         return Err(damaged(format!(
@@ -462,10 +487,14 @@ fn frame_header(marker: u8, seg: &[u8], max_pixels: usize) -> Result<FrameHeader
     }
     let (h, v) = (hv >> 4, hv & 15);
     if !(1..=4).contains(&h) || !(1..=4).contains(&v) {
-        return Err(damaged(format!("sampling factors {h} × {v} (each must be 1 to 4)")));
+        return Err(damaged(format!(
+            "sampling factors {h} × {v} (each must be 1 to 4)"
+        )));
     }
     if *tq > 3 {
-        return Err(damaged(format!("quantisation table {tq} (there are 0 to 3)")));
+        return Err(damaged(format!(
+            "quantisation table {tq} (there are 0 to 3)"
+        )));
     }
     Ok(FrameHeader {
         precision: *p,
@@ -482,7 +511,11 @@ fn quant_tables(mut seg: &[u8], qt: &mut [Option<[u16; 64]>; 4]) -> Result<()> {
         let size = match pq {
             0 => 64,
             1 => 128,
-            _ => return Err(damaged(format!("quantisation table precision code {pq} (0 or 1)"))),
+            _ => {
+                return Err(damaged(format!(
+                    "quantisation table precision code {pq} (0 or 1)"
+                )));
+            }
         };
         let Some(values) = rest.get(..size) else {
             return Err(ends(format!(
@@ -492,7 +525,9 @@ fn quant_tables(mut seg: &[u8], qt: &mut [Option<[u16; 64]>; 4]) -> Result<()> {
         };
         let mut t = [0u16; 64];
         if pq == 0 {
-            t.iter_mut().zip(values).for_each(|(t, &v)| *t = u16::from(v));
+            t.iter_mut()
+                .zip(values)
+                .for_each(|(t, &v)| *t = u16::from(v));
         } else {
             t.iter_mut()
                 .zip(values.chunks_exact(2))
@@ -515,11 +550,15 @@ fn huffman_tables(
     while let Some((&tt, rest)) = seg.split_first() {
         let (tc, th) = (tt >> 4, usize::from(tt & 15));
         let Some(counts) = rest.get(..16) else {
-            return Err(ends("a Huffman table (DHT) ends inside its code counts".into()));
+            return Err(ends(
+                "a Huffman table (DHT) ends inside its code counts".into(),
+            ));
         };
         let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
         if total > 256 {
-            return Err(damaged(format!("a Huffman table declares {total} codes (at most 256)")));
+            return Err(damaged(format!(
+                "a Huffman table declares {total} codes (at most 256)"
+            )));
         }
         let Some(values) = rest.get(16..16 + total) else {
             return Err(ends(format!(
@@ -530,10 +569,18 @@ fn huffman_tables(
         let name = match tc {
             0 => format!("DC Huffman table {th}"),
             1 => format!("AC Huffman table {th}"),
-            _ => return Err(damaged(format!("Huffman table class {tc} (0 for DC, 1 for AC)"))),
+            _ => {
+                return Err(damaged(format!(
+                    "Huffman table class {tc} (0 for DC, 1 for AC)"
+                )));
+            }
         };
         let table = Huffman::new(counts, values, &name)?;
-        let slot = if tc == 0 { dc.get_mut(th) } else { ac.get_mut(th) };
+        let slot = if tc == 0 {
+            dc.get_mut(th)
+        } else {
+            ac.get_mut(th)
+        };
         *slot.ok_or_else(|| damaged(format!("{name} (there are 0 to 3)")))? = Some(table);
         seg = rest.get(16 + total..).unwrap_or_default();
     }
@@ -551,7 +598,10 @@ fn scan_header(seg: &[u8], f: &FrameHeader) -> Result<(usize, usize)> {
         )));
     }
     let [cs, t, _ss, _se, _a, ..] = rest else {
-        return Err(damaged(format!("the scan header (SOS) has only {} bytes", seg.len())));
+        return Err(damaged(format!(
+            "the scan header (SOS) has only {} bytes",
+            seg.len()
+        )));
     };
     if *cs != f.component {
         return Err(damaged(format!(
@@ -568,7 +618,11 @@ fn idct_basis() -> [[f64; 8]; 8] {
     let mut b = [[0f64; 8]; 8];
     for (x, row) in b.iter_mut().enumerate() {
         for (u, v) in row.iter_mut().enumerate() {
-            let c = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
+            let c = if u == 0 {
+                std::f64::consts::FRAC_1_SQRT_2
+            } else {
+                1.0
+            };
             *v = c / 2.0 * ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos();
         }
     }
@@ -605,7 +659,10 @@ fn scan(
         }
         let bad = |what: &str| damaged(format!("{what} in block {} of {blocks}", i + 1));
         let mut coef = [0f64; 64];
-        let t = u32::from(bits.decode(dc).ok_or_else(|| bad("a DC code matches no symbol"))?);
+        let t = u32::from(
+            bits.decode(dc)
+                .ok_or_else(|| bad("a DC code matches no symbol"))?,
+        );
         if t > max_dc {
             return Err(bad(&format!(
                 "a DC difference of category {t} (at most {max_dc} at {} bits)",
@@ -616,7 +673,9 @@ fn scan(
         coef[0] = f64::from(pred) * f64::from(q[0]);
         let mut k = 1usize;
         while k < 64 {
-            let rs = bits.decode(ac).ok_or_else(|| bad("an AC code matches no symbol"))?;
+            let rs = bits
+                .decode(ac)
+                .ok_or_else(|| bad("an AC code matches no symbol"))?;
             let (r, s) = (usize::from(rs >> 4), u32::from(rs & 15));
             if s == 0 {
                 if r != 15 {
@@ -636,11 +695,20 @@ fn scan(
             return Err(bad(&format!("a run of zeros past coefficient 63 (to {k})")));
         }
         if bits.overrun {
-            return Err(ends(format!("the coded data ends inside block {} of {blocks}", i + 1)));
+            return Err(ends(format!(
+                "the coded data ends inside block {} of {blocks}",
+                i + 1
+            )));
         }
-        // rows (vertical frequency v fixed) then columns
+        // rows (vertical frequency v fixed) then columns; rows of zeros (most of them, after
+        // quantisation) stay zero and are skipped
         let mut tmp = [0f64; 64];
+        let mut live = [false; 8];
         for v in 0..8 {
+            if coef[v * 8..v * 8 + 8].iter().all(|&c| c == 0.0) {
+                continue;
+            }
+            live[v] = true;
             for x in 0..8 {
                 tmp[v * 8 + x] = (0..8).map(|u| basis[x][u] * coef[v * 8 + u]).sum();
             }
@@ -654,7 +722,10 @@ fn scan(
                 if x0 + x >= w {
                     break;
                 }
-                let s: f64 = (0..8).map(|v| basis[y][v] * tmp[v * 8 + x]).sum();
+                let s: f64 = (0..8)
+                    .filter(|&v| live[v])
+                    .map(|v| basis[y][v] * tmp[v * 8 + x])
+                    .sum();
                 let s = (s + shift + 0.5).floor().clamp(0.0, top);
                 if let Some(o) = samples.get_mut((y0 + y) * w + x0 + x) {
                     *o = s as u16;
@@ -680,7 +751,8 @@ mod tests {
     const SMALL_REF: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/small12.u16");
     const RST: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/small12-rst.jpg");
     const RST_REF: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/small12-rst.u16");
-    const PROGRESSIVE: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/progressive.jpg");
+    const PROGRESSIVE: &[u8] =
+        include_bytes!("../../../tests/fixtures/dicom/jpeg12/progressive.jpg");
     const LOSSLESS16: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/lossless16.jpg");
     const RGB: &[u8] = include_bytes!("../../../tests/fixtures/dicom/jpeg12/rgb.jpg");
 
@@ -709,7 +781,11 @@ mod tests {
     fn decodes_12_bit_streams_like_libjpeg_within_one() {
         for (name, data, raw) in [("small12", SMALL, SMALL_REF), ("small12-rst", RST, RST_REF)] {
             let img = decode(data, 48 * 41).unwrap();
-            assert_eq!((img.width, img.height, img.precision), (48, 41, 12), "{name}");
+            assert_eq!(
+                (img.width, img.height, img.precision),
+                (48, 41, 12),
+                "{name}"
+            );
             let want = reference(raw);
             assert_eq!(img.samples.len(), want.len());
             let worst = img
@@ -719,13 +795,24 @@ mod tests {
                 .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
                 .max()
                 .unwrap();
-            let off = img.samples.iter().zip(&want).filter(|(a, b)| a != b).count();
-            eprintln!("{name}: largest difference from libjpeg {worst}, {off} of {} differ", want.len());
+            let off = img
+                .samples
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| a != b)
+                .count();
+            eprintln!(
+                "{name}: largest difference from libjpeg {worst}, {off} of {} differ",
+                want.len()
+            );
             assert!(worst <= 1, "{name}: {worst}");
         }
         assert_eq!(precision(SMALL), Some(12));
         assert_eq!(precision(RST), Some(12));
-        assert!(RST.windows(2).any(|w| w == [0xFF, 0xD3]), "the stream has restart markers");
+        assert!(
+            RST.windows(2).any(|w| w == [0xFF, 0xD3]),
+            "the stream has restart markers"
+        );
     }
 
     #[test]
@@ -736,14 +823,18 @@ mod tests {
             for cut in 0..data.len() {
                 let r = decode(&data[..cut], 48 * 41);
                 if cut < eoi {
-                    let Err(e) = r else { panic!("cut at {cut} of {}: an image", data.len()) };
+                    let Err(e) = r else {
+                        panic!("cut at {cut} of {}: an image", data.len())
+                    };
                     assert!(matches!(e, Error::Truncated(_)), "cut at {cut}: {e}");
                 } else {
                     assert!(r.is_ok(), "only the EOI marker is missing");
                 }
             }
         }
-        let e = decode(&SMALL[..SMALL.len() - 40], 48 * 41).unwrap_err().to_string();
+        let e = decode(&SMALL[..SMALL.len() - 40], 48 * 41)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ends inside block"), "{e}");
     }
 
@@ -785,7 +876,10 @@ mod tests {
         let at = sos + d[sos..].windows(2).position(|w| w == [0xFF, 0xD1]).unwrap();
         d[at + 1] = 0xD5;
         let e = decode(&d, 48 * 41).unwrap_err().to_string();
-        assert!(e.contains("RST1 (FF D1) expected after block 10, found FF D5"), "{e}");
+        assert!(
+            e.contains("RST1 (FF D1) expected after block 10, found FF D5"),
+            "{e}"
+        );
     }
 
     #[test]
