@@ -119,7 +119,7 @@ pub fn precision(data: &[u8]) -> Option<u8> {
         pos += 2;
         match m {
             0xD0..=0xD7 | 0x01 => continue,
-            0xD8 | 0xD9 | 0xDA => return None,
+            0xD8..=0xDA => return None,
             _ => {}
         }
         let len = usize::from(u16::from_be_bytes([*data.get(pos)?, *data.get(pos + 1)?]));
@@ -714,7 +714,7 @@ fn scan(
             }
         }
         let (x0, y0) = ((i % bw) * 8, (i / bw) * 8);
-        for y in 0..8 {
+        for (y, by) in basis.iter().enumerate() {
             if y0 + y >= h {
                 break;
             }
@@ -724,7 +724,7 @@ fn scan(
                 }
                 let s: f64 = (0..8)
                     .filter(|&v| live[v])
-                    .map(|v| basis[y][v] * tmp[v * 8 + x])
+                    .map(|v| by[v] * tmp[v * 8 + x])
                     .sum();
                 let s = (s + shift + 0.5).floor().clamp(0.0, top);
                 if let Some(o) = samples.get_mut((y0 + y) * w + x0 + x) {
