@@ -695,10 +695,18 @@ fn scan(
             return Err(bad(&format!("a run of zeros past coefficient 63 (to {k})")));
         }
         if bits.overrun {
-            return Err(ends(format!(
-                "the coded data ends inside block {} of {blocks}",
-                i + 1
-            )));
+            let at = i + 1;
+            return Err(
+                match (bits.data.get(bits.pos), bits.data.get(bits.pos + 1)) {
+                    (Some(_), Some(0xD9)) => ends(format!(
+                        "the coded data ends (EOI marker) inside block {at} of {blocks}"
+                    )),
+                    (Some(_), Some(&m)) => damaged(format!(
+                        "marker FF {m:02X} breaks into the coded data inside block {at} of {blocks}"
+                    )),
+                    _ => ends(format!("the coded data ends inside block {at} of {blocks}")),
+                },
+            );
         }
         // rows (vertical frequency v fixed) then columns; rows of zeros (most of them, after
         // quantisation) stay zero and are skipped
