@@ -23,6 +23,7 @@
 //! Patient identity is read only to be copied into a DICOM SEG ([`seg`]); it never reaches
 //! [`ScanInfo`], warnings or errors.
 
+pub mod jpeg;
 mod lengths;
 mod parse;
 mod pixels;

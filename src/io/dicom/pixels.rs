@@ -1,15 +1,20 @@
 //! Pixel data of one frame → Hounsfield units.
 //!
-//! dicom-pixeldata undoes the transfer syntax (RLE, JPEG, deflate, byte order); the stored
-//! samples are then read here as the header says (8/16/32 bits, signed or not) and rescaled with
-//! the frame's own slope and intercept, so a series whose slices carry different rescale values
-//! (common after PACS recompression) still lands on one HU scale.
+//! dicom-pixeldata undoes the transfer syntax (JPEG, deflate, byte order), except RLE and 12-bit
+//! JPEG Extended, which are decoded here ([`decode_rle`], [`super::jpeg`]: jpeg-decoder, the
+//! codec behind dicom-pixeldata, refuses 12-bit lossy JPEG); the stored samples are then read as
+//! the header says (8/16/32 bits, signed or not) and rescaled with the frame's own slope and
+//! intercept, so a series whose slices carry different rescale values (common after PACS
+//! recompression) still lands on one HU scale.
+
+use std::borrow::Cow;
 
 use dicom_core::value::Value;
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 
+use super::jpeg;
 use super::parse::{self, Frame, Header};
 use crate::io::NONFINITE_HU;
 use crate::{Error, Result};
@@ -149,6 +154,15 @@ impl<'a> Decoder<'a> {
             to_hu(&data, bytes_per, h.signed, frame.slope, frame.inter, out);
             return Ok(());
         }
+        if h.transfer_syntax == JPEG_EXTENDED {
+            let stream = jpeg_stream(elem.value(), frame.frame as usize, frames)?;
+            // 12-bit samples: our decoder (jpeg-decoder refuses them); 8-bit: dicom-pixeldata's
+            if jpeg::precision(&stream) == Some(12) {
+                let data = decode_jpeg12(&stream, h, plane, bytes_per)?;
+                to_hu(&data, 2, h.signed, frame.slope, frame.inter, out);
+                return Ok(());
+            }
+        }
         let px = obj
             .decode_pixel_data_frame(frame.frame)
             .map_err(|e| Error::Unsupported(format!("the pixel data cannot be decoded ({e})")))?;
@@ -217,6 +231,89 @@ fn to_hu(data: &[u8], bytes_per: usize, signed: bool, slope: f64, inter: f64, ou
 }
 
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
+/// The JPEG stream of `frame`: all fragments of a single-frame image; one fragment per frame; or
+/// the fragments the Basic Offset Table assigns to the frame (PS3.5 A.4).
+fn jpeg_stream<I, P: AsRef<[u8]>>(
+    value: &Value<I, P>,
+    frame: usize,
+    frames: usize,
+) -> Result<Cow<'_, [u8]>> {
+    let fragments = value.fragments().ok_or_else(|| {
+        Error::BadHeader("JPEG pixel data is not encapsulated in fragments".into())
+    })?;
+    fn join<P: AsRef<[u8]>>(f: &[P]) -> Result<Cow<'_, [u8]>> {
+        match f {
+            [one] => Ok(Cow::Borrowed(one.as_ref())),
+            _ => {
+                let n = f.iter().map(|p| p.as_ref().len()).sum();
+                let mut v = crate::error::try_vec(n, "one JPEG frame's fragments")?;
+                f.iter().for_each(|p| v.extend_from_slice(p.as_ref()));
+                Ok(Cow::Owned(v))
+            }
+        }
+    }
+    if frames == 1 {
+        return join(fragments);
+    }
+    if fragments.len() == frames {
+        return join(fragments.get(frame..=frame).unwrap_or_default());
+    }
+    // Several fragments per frame: the offset table gives, for each frame, the byte offset of its
+    // first fragment's item from the first fragment's item (each item has an 8-byte header).
+    let table = value.offset_table().unwrap_or_default();
+    if table.len() != frames {
+        return Err(Error::Unsupported(format!(
+            "the JPEG pixel data holds {frames} frames in {} fragments without an offset table \
+             saying which fragments make which frame",
+            fragments.len()
+        )));
+    }
+    let (mut starts, mut at) = (Vec::with_capacity(fragments.len()), 0u64);
+    for p in fragments {
+        starts.push(at);
+        at += 8 + p.as_ref().len() as u64;
+    }
+    let from = u64::from(table.get(frame).copied().unwrap_or(0));
+    let to = table.get(frame + 1).map_or(u64::MAX, |&t| u64::from(t));
+    let first = starts.iter().position(|&s| s == from).ok_or_else(|| {
+        Error::BadHeader(format!(
+            "the offset table puts frame {frame} at byte {from}, where no fragment starts"
+        ))
+    })?;
+    let count = starts[first..].iter().take_while(|&&s| s < to).count();
+    join(fragments.get(first..first + count).unwrap_or_default())
+}
+
+/// A 12-bit JPEG Extended frame → `plane` samples of 2 bytes, native order. JPEG codes unsigned
+/// samples; with Pixel Representation 1 they are the bits of 12-bit two's complement values
+/// (as pydicom and GDCM read them), sign-extended here.
+fn decode_jpeg12(stream: &[u8], h: &Header, plane: usize, bytes_per: usize) -> Result<Vec<u8>> {
+    if bytes_per != 2 {
+        return Err(Error::BadHeader(format!(
+            "the image stores 12-bit JPEG samples in {} bits allocated per pixel (needs 16)",
+            h.bits_allocated
+        )));
+    }
+    let img = jpeg::decode(stream, plane)?;
+    if img.width != h.cols as usize || img.height != h.rows as usize {
+        return Err(Error::BadHeader(format!(
+            "the JPEG frame is {} × {} but the header says {} × {}",
+            img.height, img.width, h.rows, h.cols
+        )));
+    }
+    let mut data = crate::error::try_vec(plane * 2, "one decoded JPEG frame")?;
+    for &v in &img.samples {
+        let b = if h.signed {
+            (((v << 4) as i16) >> 4).to_ne_bytes()
+        } else {
+            v.to_ne_bytes()
+        };
+        data.extend_from_slice(&b);
+    }
+    Ok(data)
+}
 
 /// The encapsulated fragment of `frame`: in RLE each frame is exactly one fragment (PS3.5 A.4.2).
 fn rle_fragment<I, P: AsRef<[u8]>>(
@@ -325,6 +422,32 @@ mod tests {
             h[4 + 4 * i..8 + 4 * i].copy_from_slice(&o.to_le_bytes());
         }
         h
+    }
+
+    #[test]
+    fn jpeg_frames_are_found_among_fragments() {
+        use dicom_core::value::PixelFragmentSequence;
+        type V = Value<dicom_object::InMemDicomObject, Vec<u8>>;
+        let seq = |bot: Vec<u32>, f: Vec<Vec<u8>>| -> V {
+            Value::PixelSequence(PixelFragmentSequence::new(bot, f))
+        };
+        // one frame in two fragments: joined
+        let v = seq(vec![], vec![vec![1, 2], vec![3]]);
+        assert_eq!(&*jpeg_stream(&v, 0, 1).unwrap(), [1, 2, 3]);
+        // one fragment per frame
+        let v = seq(vec![], vec![vec![1, 2], vec![3, 4]]);
+        assert_eq!(&*jpeg_stream(&v, 1, 2).unwrap(), [3, 4]);
+        // two frames in three fragments, told apart by the offset table (item headers: 8 bytes)
+        let v = seq(vec![0, 20], vec![vec![1, 2], vec![3, 4], vec![5, 6]]);
+        assert_eq!(&*jpeg_stream(&v, 0, 2).unwrap(), [1, 2, 3, 4]);
+        assert_eq!(&*jpeg_stream(&v, 1, 2).unwrap(), [5, 6]);
+        // without one, or with one that points between fragments: a sentence
+        let v = seq(vec![], vec![vec![1, 2], vec![3, 4], vec![5, 6]]);
+        let e = jpeg_stream(&v, 0, 2).unwrap_err().to_string();
+        assert!(e.contains("2 frames in 3 fragments"), "{e}");
+        let v = seq(vec![0, 7], vec![vec![1, 2], vec![3, 4], vec![5, 6]]);
+        let e = jpeg_stream(&v, 1, 2).unwrap_err().to_string();
+        assert!(e.contains("byte 7"), "{e}");
     }
 
     #[test]
