@@ -311,6 +311,12 @@ fn mask_round_trips_through_the_scan_grid() {
 ///
 /// Measured when this test was written: 12 cases, 0.980 of the extra-axial blood inside the brain
 /// mask (per case 0.936–0.996; the rest is the partial-volume rim against bone, above 100 HU).
+/// After the generator drew more kinds (2026-11-30) the 12 cases differ, and two keep less: a
+/// large subdural with a clot (68.5 mL, 0.896; its 462 outside voxels at a mean of 193 HU) and an
+/// epidural scanned in 6 mm slices of 1.6 mm pixels with 14° tilt (24.6 mL, 0.826; outside
+/// voxels 108–167 HU, the uint8 export's ceiling). Both are the same bone rim: voxels over half
+/// blood by volume whose remaining bone lifts them above 100 HU, which show as bone in a brain
+/// window. So a single case may fall to 0.8; the pooled fraction is held to 0.97 as before.
 /// Blood is 40–100 HU soft tissue, so it joins the brain's component instead of being cut off. A
 /// region grown from the brain into 40–100 HU voxels (up to 30 mm) was tried: it added none of
 /// the missing 2 % and 0.5–12 mL of other voxels per case, the inner-table strips that are the
@@ -362,7 +368,7 @@ fn extra_axial_blood_lies_inside_the_brain_mask() {
             case.name, case.lesions, case.blood_ml
         );
         assert!(
-            fraction >= 0.9,
+            fraction >= 0.8,
             "{}: {fraction:.3} inside the brain mask",
             case.name
         );
