@@ -26,8 +26,13 @@ struct Syntax {
 
 /// `Ok` unless an element of `bytes` declares more bytes than the file has left after it.
 pub fn check(bytes: &[u8]) -> Result<()> {
+    // dicom-rs also opens a file whose "DICM" magic comes first, without the 128-byte preamble
+    // (a fuzz finding: the walk started at the magic, found no meta group, and a 2.4 GB meta
+    // string reached the parser).
     let mut pos = if bytes.get(128..132) == Some(b"DICM") {
         132
+    } else if bytes.get(..4) == Some(b"DICM") {
+        4
     } else {
         0
     };
