@@ -11,9 +11,13 @@
 
 use crate::{Error, Result};
 
-/// VRs whose explicit-VR header has two reserved bytes and a 32-bit length (PS3.5 7.1.2).
-const LONG_VRS: [&[u8; 2]; 13] = [
-    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+/// VRs whose explicit-VR header has a 16-bit length (PS3.5 7.1.2). Every other VR, and any
+/// two bytes that are no VR at all, have two reserved bytes and a 32-bit length: dicom-rs reads
+/// an unknown VR as UN (a fuzz finding: "A\0" read with a 16-bit length here hid the 2 GB that
+/// dicom-object then reserved).
+const SHORT_VRS: [&[u8; 2]; 21] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 ];
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
@@ -169,7 +173,7 @@ fn header(b: &[u8], pos: usize, s: Syntax) -> Option<Header> {
         });
     }
     let vr: [u8; 2] = b.get(pos + 4..pos + 6)?.try_into().ok()?;
-    if LONG_VRS.iter().any(|v| **v == vr) {
+    if !SHORT_VRS.iter().any(|v| **v == vr) {
         Some(Header {
             group,
             element,
