@@ -46,13 +46,32 @@ pub fn check(bytes: &[u8]) -> Result<()> {
         big_endian: false,
     };
     let mut transfer_syntax: Option<&[u8]> = None;
+    // dicom-object reads the meta group as (0002,0000) and then elements of any group until the
+    // group length it declares is used up (a fuzz finding: a (0000,xxxx) element inside that
+    // length declared 4 GB, and the walk had stopped at the first element of another group).
+    let mut meta_left: Option<usize> = None;
     while let Some(h) = header(bytes, pos, meta) {
-        if h.group != 0x0002 {
+        let inside = match meta_left {
+            Some(left) => left > 0,
+            None => h.group == 0x0002,
+        };
+        if !inside {
             break;
         }
         let end = value_end(bytes, pos, &h)?;
-        if h.element == 0x0010 {
+        if meta_left.is_none() && h.group == 0x0002 && h.element == 0x0000 {
+            meta_left = bytes
+                .get(pos + h.size..end)
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map(|v| u32::from_le_bytes(v) as usize);
+            pos = end;
+            continue;
+        }
+        if h.group == 0x0002 && h.element == 0x0010 {
             transfer_syntax = bytes.get(pos + h.size..end);
+        }
+        if let Some(left) = meta_left.as_mut() {
+            *left = left.saturating_sub(end - pos);
         }
         pos = end;
     }
