@@ -166,6 +166,30 @@ fn unreadable_input_is_one_sentence_and_a_failing_exit_code() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// The network of `bytes` on a fixed 32×32 input: two weight files compared by what they compute.
+fn net_outputs(bytes: Vec<u8>) -> Vec<f32> {
+    use burn::prelude::*;
+    let dev = Device::flex();
+    let net = ichnet::model::load(bytes, &dev).unwrap();
+    let x: Vec<f32> = (0..3 * 32 * 32)
+        .map(|i| ((i * 37 % 101) as f32) / 101.0)
+        .collect();
+    let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(x, [1, 3, 32, 32]), &dev);
+    net.forward_dense(x)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+/// Euclidean distance between two outputs.
+fn dist(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f32>()
+        .sqrt()
+}
+
 /// Training in sessions: `--stop-after` ends the run at that step with a checkpoint, and
 /// `--resume` with the same options carries it on to `--steps`.
 #[test]
@@ -217,35 +241,17 @@ fn train_stops_after_the_given_step_and_resumes_to_the_end() {
     use burn::prelude::*;
     let ckpt = out.with_extension("ckpt.bpk");
     let dev = Device::flex();
-    let outputs = |bytes: Vec<u8>| -> Vec<f32> {
-        let net = ichnet::model::load(bytes, &dev).unwrap();
-        let x: Vec<f32> = (0..3 * 32 * 32)
-            .map(|i| ((i * 37 % 101) as f32) / 101.0)
-            .collect();
-        let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(x, [1, 3, 32, 32]), &dev);
-        net.forward_dense(x)
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap()
-    };
-    let first_session = outputs(std::fs::read(&ckpt).unwrap());
+    let first_session = net_outputs(std::fs::read(&ckpt).unwrap());
     dev.seed(999);
     let other = ichnet::model::IchNetConfig::new().init(&dev);
     let other_bytes = ichnet::model::to_bytes(other).unwrap();
     std::fs::write(&ckpt, &other_bytes).unwrap();
-    let other = outputs(other_bytes);
+    let other = net_outputs(other_bytes);
     let o = args(&["--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resumed at step 2"), "{}", stderr(&o));
     assert_eq!(step(&state), "4");
-    let resumed = outputs(std::fs::read(&ckpt).unwrap());
-    let dist = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f32>()
-            .sqrt()
-    };
+    let resumed = net_outputs(std::fs::read(&ckpt).unwrap());
     let (to_ckpt, to_first) = (dist(&resumed, &other), dist(&resumed, &first_session));
     assert!(
         to_ckpt < 0.5 * to_first,
@@ -258,7 +264,6 @@ fn train_stops_after_the_given_step_and_resumes_to_the_end() {
 /// small Adam steps end near them and far from a fresh network of the same seed.
 #[test]
 fn train_init_starts_from_the_given_weights() {
-    use burn::prelude::*;
     let data = data_folder("cli-train-init-data");
     let dir = scratch("cli-train-init-out");
     let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/ichnet.bpk");
@@ -284,28 +289,9 @@ fn train_init_starts_from_the_given_weights() {
     };
     let tuned = run("tuned.bpk", &["--init", bundled]);
     let fresh = run("fresh.bpk", &[]);
-    let dev = Device::flex();
-    let outputs = |bytes: Vec<u8>| -> Vec<f32> {
-        let net = ichnet::model::load(bytes, &dev).unwrap();
-        let x: Vec<f32> = (0..3 * 32 * 32)
-            .map(|i| ((i * 37 % 101) as f32) / 101.0)
-            .collect();
-        let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(x, [1, 3, 32, 32]), &dev);
-        net.forward_dense(x)
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap()
-    };
-    let dist = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f32>()
-            .sqrt()
-    };
-    let shipped = outputs(std::fs::read(bundled).unwrap());
-    let tuned = outputs(std::fs::read(tuned).unwrap());
-    let fresh = outputs(std::fs::read(fresh).unwrap());
+    let shipped = net_outputs(std::fs::read(bundled).unwrap());
+    let tuned = net_outputs(std::fs::read(tuned).unwrap());
+    let fresh = net_outputs(std::fs::read(fresh).unwrap());
     let (to_shipped, fresh_to_shipped) = (dist(&tuned, &shipped), dist(&fresh, &shipped));
     assert!(
         to_shipped < 0.2 * fresh_to_shipped,

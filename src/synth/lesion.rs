@@ -130,7 +130,7 @@ pub struct Iph {
     pub label: &'static str,
 }
 
-/// What sets an intraparenchymal haematoma apart from the acute deep clot of [`Iph::new`].
+/// What sets an intraparenchymal haematoma apart from the acute deep clot ([`IphStyle::ACUTE`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IphStyle {
     /// Name in `cases.tsv` ("iph", "iph-cortical", "iph-low").
@@ -168,14 +168,9 @@ impl IphStyle {
 }
 
 impl Iph {
-    /// An acute haematoma of about `volume_ml` centred at `centre`.
-    pub fn new(rng: &mut Rng, centre: V3, volume_ml: f64) -> Iph {
-        Iph::styled(rng, centre, volume_ml, IphStyle::ACUTE)
-    }
-
     /// A haematoma of about `volume_ml` centred at `centre`, drawn in `style`. The acute style
-    /// draws exactly what [`Iph::new`] always drew, so the demo sample and the test fixture stay
-    /// the same cases.
+    /// draws exactly what the acute-only generator drew, so the demo sample and the test fixture
+    /// stay the same cases.
     pub fn styled(rng: &mut Rng, centre: V3, volume_ml: f64, style: IphStyle) -> Iph {
         let radius = (3.0 * volume_ml * 1000.0 / (4.0 * std::f64::consts::PI)).cbrt();
         let mut lobes = vec![ellipsoid(rng, centre, radius, 0.65)];
