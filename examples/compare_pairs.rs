@@ -1,14 +1,18 @@
 //! Measure `compare` on pairs made by `ichnet synth --pairs` against their truth.
 //!
 //! ```text
-//! cargo run --profile dev --example compare_pairs -- DIR [--registration-only] [--no-crf]
+//! cargo run --profile dev --example compare_pairs -- DIR [--registration-only] [--no-crf] [--max-points N]
 //! ```
+//!
+//! `--max-points` overrides [`RegistrationConfig::max_points`] (points compared per level), for
+//! measuring its effect on accuracy and time.
 //!
 //! Per pair: registration error at the baseline's brain voxels against the known transform
 //! (mean / max mm) for NCC and for mutual information; then (unless `--registration-only`) the
-//! whole comparison with the bundled model (both scans segmented, registered with NCC): Δ mL
-//! against the true growth, the expansion verdict against the true one, and the time of the
-//! comparison against the two segmentations in the same run. Summary lines at the end.
+//! whole comparison with the bundled model (both scans segmented, registered with the default,
+//! mutual information): Δ mL against the true growth, the expansion verdict against the true
+//! one, and the time of the comparison against the two segmentations in the same run. Summary
+//! lines at the end.
 
 use std::fs;
 use std::path::PathBuf;
@@ -31,6 +35,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let reg_only = args.iter().any(|a| a == "--registration-only");
     let no_crf = args.iter().any(|a| a == "--no-crf");
+    let base_cfg = match args.iter().position(|a| a == "--max-points") {
+        Some(i) => RegistrationConfig {
+            max_points: args
+                .get(i + 1)
+                .ok_or("--max-points needs a number")?
+                .parse()?,
+            ..RegistrationConfig::default()
+        },
+        None => RegistrationConfig::default(),
+    };
     let tsv = fs::read_to_string(dir.join("pairs.tsv"))?;
     let mut lines = tsv.lines();
     let header: Vec<&str> = lines.next().ok_or("empty pairs.tsv")?.split('\t').collect();
@@ -58,6 +72,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             SegmentOptions::default().crf
         },
+        // `synth --pairs` stores some scans as windowed uint8 exports, as `synth` does; like
+        // `eval --assume-hu`, their values are taken as HU.
+        assume_hu: true,
         ..SegmentOptions::default()
     };
     let mut reg_err = [Vec::new(), Vec::new()];
@@ -103,7 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         {
             let cfg = RegistrationConfig {
                 similarity: sim,
-                ..RegistrationConfig::default()
+                ..base_cfg.clone()
             };
             let t = Instant::now();
             let r = register(bi, fi, &cfg)?;
@@ -122,14 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         row.push('\t');
         row.push_str(&quality);
         if let Some(model) = &model {
-            let pair = segment_and_compare(
-                &bb,
-                &fb,
-                model,
-                &device,
-                &opts,
-                &RegistrationConfig::default(),
-            )?;
+            let pair = segment_and_compare(&bb, &fb, model, &device, &opts, &base_cfg)?;
             let c = &pair.comparison;
             let err = (c.delta_ml - growth).abs();
             delta_err.push(err);

@@ -20,6 +20,7 @@ pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod model;
+mod parallel;
 pub mod pipeline;
 pub mod preprocess;
 pub mod registration;

@@ -19,6 +19,7 @@
 //! computed once in [`Lattice::new`] and reused by every mean-field iteration.
 
 use crate::error::{Error, Result, try_filled, try_vec};
+use crate::parallel::{for_each_chunk, for_each_item, threads};
 
 /// Largest feature dimension accepted. The per-point work is O(d²) on fixed-size stack arrays;
 /// a dense CRF uses 3 (position) and 4 (position + intensity).
@@ -228,9 +229,12 @@ struct Simplex {
 }
 
 impl Simplex {
-    /// Lift `feature` (already divided by the kernel std) onto the hyperplane and locate it.
-    fn locate(feature: &[f32], scale: &[f32]) -> Simplex {
-        let d = feature.len();
+    /// Lift `feature` (its first `d` values, already divided by the kernel std) onto the
+    /// hyperplane and locate it. Always inlined, so that a caller passing a constant `d` gets a
+    /// copy with the d² ranking and the fixed-size loops unrolled (see [`locate_block`]).
+    #[inline(always)]
+    fn locate(feature: &[f32], scale: &[f32], d: usize) -> Simplex {
+        let feature = &feature[..d];
         let d1 = (d + 1) as f32;
         // Elevate: x = c · E f with E an orthonormal basis of {Σx = 0}; the basis vector for
         // feature i is (1, …, 1, -(i+1), 0, …) / sqrt((i+1)(i+2)) with i+1 leading ones.
@@ -304,6 +308,7 @@ impl Simplex {
 
     /// Key (first d coordinates) of corner `k`: origin + k, except coordinates ranked in the
     /// last k places, which get k - (d+1).
+    #[inline(always)]
     fn corner_key(&self, d: usize, k: usize, key: &mut [i32]) {
         for (i, out) in key.iter_mut().enumerate().take(d) {
             let shift = if self.rank[i] + k <= d {
@@ -415,7 +420,7 @@ impl Lattice {
         // only the previous pass, so the vertices split freely across threads.
         for dir in 0..d1 {
             let (src, nbs) = (&lat, &self.neighbours);
-            for_each_chunk(&mut tmp[..self.m], |start, chunk| {
+            for_each_chunk(&mut tmp[..self.m], CHUNK, |start, chunk| {
                 for (j, t) in chunk.iter_mut().enumerate() {
                     let v = start + j;
                     let nb = &nbs[(v * d1 + dir) * 2..(v * d1 + dir) * 2 + 2];
@@ -426,7 +431,7 @@ impl Lattice {
         }
         // Slice: every point gathers on its own.
         let (corners, weights, lat) = (&self.corners, &self.weights, &lat);
-        for_each_chunk(out, |start, chunk| {
+        for_each_chunk(out, CHUNK, |start, chunk| {
             for (j, o) in chunk.iter_mut().enumerate() {
                 let i = start + j;
                 let c = &corners[i * d1..(i + 1) * d1];
@@ -472,7 +477,7 @@ impl Lattice {
         let mut lat = bufs.swap_remove(0);
         if !bufs.is_empty() {
             let others = &bufs;
-            for_each_chunk(&mut lat, |start, chunk| {
+            for_each_chunk(&mut lat, CHUNK, |start, chunk| {
                 let len = chunk.len();
                 for b in others {
                     for (o, &v) in chunk.iter_mut().zip(&b[start..start + len]) {
@@ -579,12 +584,20 @@ fn splat_tables(
 /// points, in parallel natively.
 fn locate_block(feats: &[f32], d: usize, scale: &[f32], keys: &mut [i32], weights: &mut [f32]) {
     let d1 = d + 1;
-    let one = |f: &[f32], kp: &mut [i32], w: &mut [f32]| {
-        let s = Simplex::locate(f, scale);
-        for k in 0..d1 {
+    #[inline(always)]
+    fn point(f: &[f32], scale: &[f32], d: usize, kp: &mut [i32], w: &mut [f32]) {
+        let s = Simplex::locate(f, scale, d);
+        for k in 0..=d {
             s.corner_key(d, k, &mut kp[k * d..(k + 1) * d]);
         }
-        w.copy_from_slice(&s.bary[..d1]);
+        w.copy_from_slice(&s.bary[..=d]);
+    }
+    // Locating is most of a lattice build: the CRF's feature sizes (3, 4) get copies of
+    // `point` with `d` a constant, which the compiler unrolls.
+    let one = |f: &[f32], kp: &mut [i32], w: &mut [f32]| match d {
+        3 => point(f, scale, 3, kp, w),
+        4 => point(f, scale, 4, kp, w),
+        _ => point(f, scale, d, kp, w),
     };
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -622,7 +635,7 @@ fn neighbour_table(table: &KeyTable, d: usize) -> Result<Vec<u32>> {
     let d1 = d + 1;
     let mut out = try_filled::<u32>(m * d1 * 2, 0, "the CRF lattice neighbour table")?;
     // Read-only lookups: vertices split across threads.
-    for_each_chunk(&mut out, |start, chunk| {
+    for_each_chunk(&mut out, CHUNK, |start, chunk| {
         let mut plus = [0i32; MAX_DIM];
         let mut minus = [0i32; MAX_DIM];
         // Chunks hold whole vertices (see `for_each_chunk`'s granularity: a multiple of 2·d1).
@@ -650,51 +663,6 @@ fn neighbour_table(table: &KeyTable, d: usize) -> Result<Vec<u32>> {
 /// their least common multiple), so no row straddles two chunks.
 const CHUNK: usize = 5040 * 32;
 
-/// Threads the lattice may use: rayon's pool natively, one on wasm (no threads on stable Rust).
-fn threads() -> usize {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        rayon::current_num_threads()
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        1
-    }
-}
-
-/// `f(start, chunk)` over consecutive chunks of `out` ([`CHUNK`] elements, `start` the index of
-/// the chunk's first element): in parallel natively, in order on wasm.
-fn for_each_chunk<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, c)| f(i * CHUNK, c));
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        for (i, c) in out.chunks_mut(CHUNK).enumerate() {
-            f(i * CHUNK, c);
-        }
-    }
-}
-
-/// `f(index, item)` for every item: in parallel natively, in order on wasm.
-fn for_each_item<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync + Send) {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        items.par_iter_mut().enumerate().for_each(|(i, t)| f(i, t));
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        for (i, t) in items.iter_mut().enumerate() {
-            f(i, t);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -716,7 +684,7 @@ mod tests {
                 .collect();
             for _ in 0..500 {
                 let f: Vec<f32> = (0..d).map(|_| (rng(&mut seed) - 0.5) * 40.0).collect();
-                let s = Simplex::locate(&f, &scale);
+                let s = Simplex::locate(&f, &scale, d);
                 let sum: f32 = s.bary[..=d].iter().sum();
                 assert!((sum - 1.0).abs() < 1e-4, "d={d} sum={sum}");
                 for &b in &s.bary[..=d] {
