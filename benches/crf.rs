@@ -1,12 +1,15 @@
 //! CRF on the brain box of a synthetic 512×512×32 head at 0.45×0.45×5 mm (≈ 1300 mL brain, a
 //! 30 mL clot, noisy probabilities): wall time on one core and peak memory.
 //!
-//! Then where the time goes: each lattice's build and one normalised filter through it, on the
-//! same box, with rayon's whole pool (natively the CRF uses every core) and with one thread.
+//! Then where the time goes: each kernel's filter built and applied once (normalised) on the same
+//! box — the separable smoothness filter, the position lattice it replaced, the appearance
+//! lattice — with rayon's whole pool (natively the CRF uses every core) and with one thread.
 //!
 //! Run: `cargo bench --bench crf`. Prints figures; asserts nothing about speed.
 
-use ichnet::crf::{CrfConfig, Lattice, refine_with_progress, synthetic::benchmark_case};
+use ichnet::crf::{
+    CrfConfig, Filter, GridGaussian, Lattice, refine_with_progress, synthetic::benchmark_case,
+};
 use std::time::Instant;
 
 /// Peak resident memory of this process (VmHWM), in MB, where /proc exists.
@@ -170,17 +173,31 @@ fn breakdown(
         pool.install(|| -> ichnet::Result<()> {
             let mut line = Vec::new();
             let mut per_iteration = 0.0;
-            for (name, d) in [("position", 3), ("position+HU", 4)] {
+            // The smoothness kernel as the CRF filters it (separable, on the grid), the lattice
+            // it replaced (for comparison, not counted per iteration), the appearance lattice.
+            for (name, kind) in [
+                ("position, separable grid", 0),
+                ("position lattice (replaced)", 3),
+                ("position+HU lattice", 4),
+            ] {
                 let t = Instant::now();
-                let lat = build(d)?;
+                let (filter, size): (Box<dyn Filter>, String) = if kind == 0 {
+                    let g = GridGaussian::new((nz, ny, nx), sp.map(|s| cfg.smooth_std_mm / s))?;
+                    (Box::new(g), String::new())
+                } else {
+                    let lat = build(kind)?;
+                    let v = format!(" ({} vertices)", lat.vertices());
+                    (Box::new(lat), v)
+                };
                 let built = t.elapsed().as_secs_f64();
                 let t = Instant::now();
-                lat.filter_normalised(&q, &mut out)?;
+                filter.filter_normalised(&q, &mut out)?;
                 let filtered = t.elapsed().as_secs_f64();
-                per_iteration += filtered;
+                if kind != 3 {
+                    per_iteration += filtered;
+                }
                 line.push(format!(
-                    "{name} lattice ({} vertices) build {built:.2} s, filter {filtered:.3} s",
-                    lat.vertices()
+                    "{name}{size} build {built:.2} s, filter {filtered:.3} s"
                 ));
             }
             println!(
