@@ -6,7 +6,7 @@
 //!     prepared.slice_batch(r)     → network input [n, c, h, w]
 //!     (caller runs the network: native reads back synchronously, wasm with into_data_async)
 //!     prepared.accept_probs(r, p) ← probabilities on the network grid
-//! prepared.apply_crf(cfg)         optional 3D dense CRF on the stack grid
+//! prepared.apply_crf(cfg)         optional 3D dense CRF (on the network grid, back to the stack)
 //! prepared.finish(threshold)      mask in stack order + NIfTI in the input grid + report
 //! ```
 //!
@@ -28,6 +28,7 @@ use crate::metrics::{self, Abc2, Haematoma, Measures, Midline};
 use crate::model::input::{BOX_MARGIN_MM, CHANNELS, SliceGrid, window_into};
 use crate::model::{IchNet, IchNetConfig};
 use crate::preprocess::{bounding_box, brain_mask, brain_volume_warning};
+use crate::volume::Stack;
 
 /// Default probability threshold for the mask.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
@@ -329,16 +330,25 @@ impl Prepared {
         }
     }
 
-    /// The network's own probabilities on the stack grid, ignoring any CRF refinement: the CRF
-    /// always starts from these, so applying it again (another configuration, a retry) never
-    /// compounds.
+    /// The network's own probabilities on the stack grid, ignoring any CRF refinement.
     fn network_probability(&self) -> Result<Array3<f32>> {
-        if !self.complete() {
-            return Err(Error::Incomplete {
-                missing: self.done.iter().filter(|d| !**d).count(),
-                total: self.slices(),
-            });
+        self.check_complete()?;
+        self.grid_to_stack(&self.net_probs)
+    }
+
+    fn check_complete(&self) -> Result<()> {
+        if self.complete() {
+            return Ok(());
         }
+        Err(Error::Incomplete {
+            missing: self.done.iter().filter(|d| !**d).count(),
+            total: self.slices(),
+        })
+    }
+
+    /// Planes on the network grid (one per network slice, `[z.len(), h, w]`) mapped back onto the
+    /// stack bilinearly, 0 outside the brain and on slices without brain.
+    fn grid_to_stack(&self, planes: &[f32]) -> Result<Array3<f32>> {
         let (nz, ny, nx) = self.scan.stack.dims();
         let buf = try_filled(nz * ny * nx, 0.0f32, "the probability volume")?;
         let mut out = Array3::from_shape_vec((nz, ny, nx), buf)
@@ -346,7 +356,7 @@ impl Prepared {
         if let Some(g) = self.grid {
             let plane = g.len();
             for (i, z) in self.z.clone().enumerate() {
-                let p = g.to_stack(&self.net_probs[i * plane..(i + 1) * plane], ny, nx)?;
+                let p = g.to_stack(&planes[i * plane..(i + 1) * plane], ny, nx)?;
                 let mut dst = out.index_axis_mut(Axis(0), z);
                 dst.assign(&p);
                 let brain = self.brain.index_axis(Axis(0), z);
@@ -362,20 +372,32 @@ impl Prepared {
 
     /// Refine the network's probabilities with the 3D dense CRF inside the brain (replacing any
     /// earlier refinement); `progress(done, total)` returning `false` cancels.
+    ///
+    /// The CRF runs on the network's own grid (1 mm pixels in-plane, the stack's slices), where
+    /// the probabilities were made, with the CT resampled onto it as the network saw it; the
+    /// refined probability then goes back to the stack as the network's does. The network's
+    /// probabilities hold nothing finer than 1 mm, and the kernels are 3 and 10 mm wide, so the
+    /// native 0.4–0.5 mm pixels of a 512² scan only cost time: five times the voxels, and the
+    /// CRF had become the larger part of `segment` once the network was fast.
     pub fn apply_crf(
         &mut self,
         cfg: &CrfConfig,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<()> {
         let t = clock();
-        let prob = self.network_probability()?;
-        let refined = crf::refine_with_progress(
-            prob.view(),
-            &self.scan.stack,
-            Some(&self.brain),
-            cfg,
-            progress,
-        )?;
+        self.check_complete()?;
+        let refined = match self.grid {
+            Some(g) => {
+                let (hu, prob, brain) = self.network_grid_volumes(g)?;
+                let q = crf::refine_with_progress(prob.view(), &hu, Some(&brain), cfg, progress)?;
+                let q = q.as_standard_layout();
+                let planes = q.as_slice().ok_or_else(|| {
+                    Error::InvalidInput("internal error: CRF output not contiguous".into())
+                })?;
+                self.grid_to_stack(planes)?
+            }
+            None => self.network_probability()?,
+        };
         self.refined = Some(refined);
         // A repeated CRF replaces the earlier one, so its timing does too.
         self.timings.retain(|t| t.stage != stage::CRF);
@@ -384,6 +406,46 @@ impl Prepared {
             ms: elapsed_ms(t),
         });
         Ok(())
+    }
+
+    /// What the CRF works on, on the network grid `g` over the network slices: the CT (bilinear,
+    /// as the network's input), the network's probabilities (0 outside the brain, as on the
+    /// stack) and the brain mask (nearest neighbour).
+    fn network_grid_volumes(&self, g: SliceGrid) -> Result<(Stack, Array3<f32>, Array3<u8>)> {
+        let (slices, plane) = (self.z.len(), g.len());
+        let shape = (slices, g.h, g.w);
+        let mut hu = try_filled(slices * plane, 0f32, "the CRF's CT on the network grid")?;
+        let mut brain = try_filled(slices * plane, 0u8, "the CRF's brain on the network grid")?;
+        let mut prob = try_filled(slices * plane, 0f32, "the CRF's probabilities")?;
+        for (i, z) in self.z.clone().enumerate() {
+            let r = i * plane..(i + 1) * plane;
+            g.resample(
+                self.scan.stack.hu.index_axis(Axis(0), z),
+                &mut hu[r.clone()],
+            );
+            g.resample_labels(self.brain.index_axis(Axis(0), z), &mut brain[r.clone()]);
+            for ((p, &n), &b) in prob[r.clone()]
+                .iter_mut()
+                .zip(&self.net_probs[r.clone()])
+                .zip(&brain[r])
+            {
+                *p = if b != 0 { n } else { 0.0 };
+            }
+        }
+        let shape_err =
+            |e: ndarray::ShapeError| Error::InvalidInput(format!("network grid volume: {e}"));
+        let [dz, dy, dx] = self.scan.stack.spacing;
+        let spacing = [dz, g.sy * dy, g.sx * dx];
+        let stack = Stack {
+            hu: Array3::from_shape_vec(shape, hu).map_err(shape_err)?,
+            spacing,
+            voxel_ml: f64::from(spacing[0] * spacing[1] * spacing[2]) / 1000.0,
+        };
+        Ok((
+            stack,
+            Array3::from_shape_vec(shape, prob).map_err(shape_err)?,
+            Array3::from_shape_vec(shape, brain).map_err(shape_err)?,
+        ))
     }
 
     /// The FINISH stage as every caller runs it (the CLI through [`segment_scan`], the page stage
