@@ -222,33 +222,38 @@ function seriesChoice(files, series) {
 }
 
 /**
- * One scan through the pipeline, as `ichnet segment` does: the core's stages in order, timed by
- * the browser's clock. `progress(stage, index, count, done, total)`; the scan goes to the page
- * once read (`VOLUME`, with `extra` fields). Resolves with the result, its review kept open for
- * the reader's edits under `key`: `{ report, review, mask, maskNifti, maskSeg, ms }`.
+ * One scan's job, before any stage: the options split into the page's and the core's, and the
+ * job made from the files (bad options are refused here, before any work, with the core's
+ * sentence). What the user gave is routed by content as `ichnet segment DIR_OR_FILES…` does: one
+ * NIfTI, a .hdr with its .img, the files of a DICOM folder, or a .zip of a study. The caller
+ * frees `scan.job` (a worker serves many scans).
  */
-async function runScan(key, files, options, progress, extra = {}) {
+function openScan(files, options, extra = {}) {
   const { backend = Backend.AUTO, workers: maxWorkers = MAX_WORKERS, series = null, ...coreOptions } = options;
-  const started = performance.now();
-  // Bad options are refused here, before any work, with the core's sentence.
-  // What the user gave, routed by content as `ichnet segment DIR_OR_FILES…` does: one NIfTI, a
-  // .hdr with its .img, the files of a DICOM folder, or a .zip of a study.
-  const optionsJson = JSON.stringify(coreOptions);
-  const job = core.Job.files(files.map((f) => f.name), files.map((f) => new Uint8Array(f.bytes)), series ?? undefined, optionsJson);
-  // Whatever happens, the job's wasm memory is released (a worker serves many scans).
+  const job = core.Job.files(files.map((f) => f.name), files.map((f) => new Uint8Array(f.bytes)), series ?? undefined, JSON.stringify(coreOptions));
+  return {
+    job, files, series, backend, maxWorkers, extra,
+    stages: job.stages(), next: 0, timings: [], browserTimings: [], entry: null, workers: 1, volumePosted: false, ms: 0,
+  };
+}
+
+/**
+ * The scan's stages up to (not including) `until`, in the core's order, each timed by the
+ * browser's clock; `progress(stage, index, count, done, total)`. The scan goes to the page once
+ * read (`VOLUME`, with `scan.extra`'s fields).
+ */
+async function runStages(scan, progress, until = scan.stages.length) {
+  const { job, stages, timings, browserTimings, backend, maxWorkers } = scan;
+  const t0 = performance.now();
   try {
-    const stages = job.stages();
-    const timings = [];
-    const browserTimings = [];
-    let entry = null;
-    let workers = 1;
-    let volumePosted = false;
-    for (const [index, stage] of stages.entries()) {
+    for (; scan.next < until; scan.next++) {
+      const index = scan.next;
+      const stage = stages[index];
       progress(stage, index, stages.length);
       if (core.Job.isBatched(stage)) {
         // The engine (weights, WebGPU device and its known-answer check) is loaded on first use.
         let t = performance.now();
-        entry = await engineFor(backend);
+        let entry = await engineFor(backend);
         browserTimings.push({ stage: "engine", ms: since(t) });
         const shape = Array.from(job.batchShape(0));
         const key = shape.join("x");
@@ -262,7 +267,7 @@ async function runScan(key, files, options, progress, extra = {}) {
         }
         t = performance.now();
         try {
-          workers = await runNetwork(job, entry, maxWorkers, (done, total) => progress(stage, index, stages.length, done, total));
+          scan.workers = await runNetwork(job, entry, maxWorkers, (done, total) => progress(stage, index, stages.length, done, total));
         } catch (e) {
           // A lost GPU device (driver reset, tab backgrounded on some systems) must not lose the
           // scan: redo the network on the CPU, and say so in the report.
@@ -270,54 +275,64 @@ async function runScan(key, files, options, progress, extra = {}) {
           gpuRefusal = `the WebGPU device failed during the network (${e.message}); finished on the CPU`;
           engines.delete(Backend.AUTO);
           entry = { ...(await engineFor(Backend.CPU)), note: gpuRefusal };
-          workers = await runNetwork(job, entry, maxWorkers, (done, total) => progress(stage, index, stages.length, done, total));
+          scan.workers = await runNetwork(job, entry, maxWorkers, (done, total) => progress(stage, index, stages.length, done, total));
         }
+        scan.entry = entry;
         timings.push({ stage, ms: since(t) });
       } else {
         const t = performance.now();
         try {
           job.run(stage);
         } catch (e) {
-          const list = index === 0 ? seriesChoice(files, series) : null;
+          const list = index === 0 ? seriesChoice(scan.files, scan.series) : null;
           if (list) throw Object.assign(new Error(e.message), { series: list });
           throw e;
         }
         timings.push({ stage, ms: since(t) });
       }
-      if (!volumePosted && job.hasScan()) {
-        postVolume(job, extra);
-        volumePosted = true;
+      if (!scan.volumePosted && job.hasScan()) {
+        postVolume(job, scan.extra);
+        scan.volumePosted = true;
       }
     }
-
-    // The CLI's report (`ichnet segment --json`), its stage timings measured by the browser's
-    // clock (wasm has none), plus what only the browser knows.
-    const out = job.takeOutput();
-    const report = JSON.parse(out.reportJson());
-    report.timings = timings;
-    report.backend = entry?.label ?? null;
-    if (entry?.note) report.backend_note = entry.note;
-    if (core.Engine.gpuLost()) report.backend_note = `${report.backend_note ?? ""} (the WebGPU device was lost)`.trim();
-    report.workers = workers;
-    // Wasm memory never shrinks, so its size now is the peak of this worker's life.
-    report.wasm_memory_bytes = wasm?.memory?.buffer?.byteLength ?? null;
-    if (workers > 1) report.helper_wasm_memory_bytes = helperMemory;
-    report.browser_timings = browserTimings;
-    if (entry?.engine.isGpu()) {
-      report.known_answer = { max_diff: entry.engine.knownAnswerDiff(), tolerance: core.Engine.knownAnswerTolerance() };
-    }
-    const maskNifti = out.maskNifti();
-    const maskSeg = out.maskSeg();
-    // The result stays here for the reader's review: edits are measured against it.
-    const review = out.takeReview();
-    out.free();
-    const ms = performance.now() - started;
-    results.set(key, { review, report, maskNifti: maskNifti.slice(), ms });
-    progress(Stage.DONE, stages.length, stages.length);
-    return { report, review, mask: review.modelMask(), maskNifti, maskSeg, ms };
   } finally {
-    job.free();
+    scan.ms += performance.now() - t0;
   }
+}
+
+/**
+ * The rest of the scan's stages, then its result, its review kept open for the reader's edits
+ * under `key`: `{ report, review, mask, maskNifti, maskSeg, ms }`.
+ */
+async function finishScan(key, scan, progress) {
+  await runStages(scan, progress);
+  const t0 = performance.now();
+  const { job, entry, workers } = scan;
+  // The CLI's report (`ichnet segment --json`), its stage timings measured by the browser's
+  // clock (wasm has none), plus what only the browser knows.
+  const out = job.takeOutput();
+  const report = JSON.parse(out.reportJson());
+  report.timings = scan.timings;
+  report.backend = entry?.label ?? null;
+  if (entry?.note) report.backend_note = entry.note;
+  if (core.Engine.gpuLost()) report.backend_note = `${report.backend_note ?? ""} (the WebGPU device was lost)`.trim();
+  report.workers = workers;
+  // Wasm memory never shrinks, so its size now is the peak of this worker's life.
+  report.wasm_memory_bytes = wasm?.memory?.buffer?.byteLength ?? null;
+  if (workers > 1) report.helper_wasm_memory_bytes = helperMemory;
+  report.browser_timings = scan.browserTimings;
+  if (entry?.engine.isGpu()) {
+    report.known_answer = { max_diff: entry.engine.knownAnswerDiff(), tolerance: core.Engine.knownAnswerTolerance() };
+  }
+  const maskNifti = out.maskNifti();
+  const maskSeg = out.maskSeg();
+  // The result stays here for the reader's review: edits are measured against it.
+  const review = out.takeReview();
+  out.free();
+  const ms = scan.ms + performance.now() - t0;
+  results.set(key, { review, report, maskNifti: maskNifti.slice(), ms });
+  progress(Stage.DONE, scan.stages.length, scan.stages.length);
+  return { report, review, mask: review.modelMask(), maskNifti, maskSeg, ms };
 }
 
 /** Results still open for review, by key, except those in `keep`, leave wasm memory now. */
@@ -350,8 +365,13 @@ async function segment({ id, files, options = {} }) {
   await loadCore();
   // One result under review at a time: the previous one's scan leaves wasm memory now.
   closeResults();
-  const [msg, transfer] = resultMessage(id, await runScan(id, files, options, progress, { id }));
-  post({ type: FromWorker.RESULT, ...msg }, transfer);
+  const scan = openScan(files, options, { id });
+  try {
+    const [msg, transfer] = resultMessage(id, await finishScan(id, scan, progress));
+    post({ type: FromWorker.RESULT, ...msg }, transfer);
+  } finally {
+    scan.job.free();
+  }
 }
 
 /** Whether two lists of files hold the same bytes (the same scan chosen twice). */
@@ -397,22 +417,46 @@ async function compare({ id, baseline, followup, baseline_mask = null, options =
     throw new Error("the baseline and the follow-up are the same file: choose the later CT as the follow-up");
   }
   closeResults(reuse === null ? [] : [reuse]);
-  const run = async (scan, files) => {
-    const key = `${id}/${scan}`;
+  // Both scans are read before either is segmented: a follow-up that cannot be read is said at
+  // once, not after the baseline's network and CRF.
+  const open = [];
+  /** `work()` about scan `which`: its error says so. */
+  const step = async (which, work) => {
     try {
-      return { key, ...(await runScan(key, files, scanOptions, progressOf(id, scan), { id, scan })) };
+      return await work();
     } catch (e) {
-      throw about(scan, e);
+      throw about(which, e);
     }
   };
-  let base;
-  if (reuse === null) {
-    base = await run(Scan.BASELINE, baseline.files);
-  } else {
-    const kept = results.get(reuse);
-    base = { key: reuse, report: kept.report, review: kept.review, mask: kept.review.modelMask(), maskNifti: kept.maskNifti.slice(), maskSeg: null, ms: kept.ms };
+  const opened = (which, files) =>
+    step(which, async () => {
+      const scan = Object.assign(openScan(files, scanOptions, { id, scan: which }), { which, key: `${id}/${which}` });
+      open.push(scan);
+      return scan;
+    });
+  const read = (scan) => step(scan.which, () => runStages(scan, progressOf(id, scan.which), 1));
+  const finish = async (scan) => ({ key: scan.key, ...(await step(scan.which, () => finishScan(scan.key, scan, progressOf(id, scan.which)))) });
+  try {
+    const b = reuse === null ? await opened(Scan.BASELINE, baseline.files) : null;
+    const f = await opened(Scan.FOLLOWUP, followup.files);
+    if (b) await read(b);
+    await read(f);
+    let base;
+    if (b) {
+      base = await finish(b);
+    } else {
+      const kept = results.get(reuse);
+      base = { key: reuse, report: kept.report, review: kept.review, mask: kept.review.modelMask(), maskNifti: kept.maskNifti.slice(), maskSeg: null, ms: kept.ms };
+    }
+    const follow = await finish(f);
+    await compareScans(id, base, follow, baseline_mask, registration);
+  } finally {
+    for (const scan of open) scan.job.free();
   }
-  const follow = await run(Scan.FOLLOWUP, followup.files);
+}
+
+/** Register and compare two finished scans, and post `COMPARED`. */
+async function compareScans(id, base, follow, baseline_mask, registration) {
   const progress = progressOf(id);
   progress(Stage.REGISTER, 0, 1);
   const t = performance.now();

@@ -160,6 +160,14 @@ describe("follow-up comparison", () => {
 
       await assertResponsive(page);
       await page.screenshot({ path: "/tmp/ichnet-compare.png", fullPage: true });
+
+      // The two slots of the input panel: the same file in both is refused at once, saying so.
+      await page.setInputFiles("#cmp-baseline", pair.baseline);
+      assert.equal(await page.getAttribute("body", "data-state"), "done", "one slot alone starts nothing");
+      await page.setInputFiles("#cmp-followup", pair.baseline);
+      await page.waitForFunction(() => document.body.dataset.state !== "done", null, { polling: 50 });
+      assert.equal(await waitSettled(page), "error");
+      assert.match(await page.textContent("#error"), /same file: choose the later CT as the follow-up/);
     } finally {
       await browser.close();
     }
@@ -186,7 +194,8 @@ describe("follow-up comparison", () => {
           const r = await compare(base, follow, { onProgress: (p) => progress.push(`${p.scan ?? ""}:${p.stage}`) });
           const compareMs = performance.now() - t;
           const same = await compare(base, base).catch((e) => e.message);
-          const broken = await compare(base, new Uint8Array(400)).catch((e) => e.message);
+          const brokenProgress = [];
+          const broken = await compare(base, new Uint8Array(400), { onProgress: (p) => brokenProgress.push(`${p.scan ?? ""}:${p.stage}`) }).catch((e) => e.message);
           const badOption = await compare(base, follow, { similarity: "ssd" }).catch((e) => e.message);
           return {
             keys: Object.keys(r).sort(),
@@ -201,6 +210,7 @@ describe("follow-up comparison", () => {
             compareMs,
             same,
             broken,
+            brokenProgress,
             badOption,
           };
         },
@@ -236,6 +246,9 @@ describe("follow-up comparison", () => {
       // Errors say which scan they are about.
       assert.match(out.same, /same file/, out.same);
       assert.match(out.broken, /^the follow-up scan: /, out.broken);
+      // Both scans are read first: an unreadable follow-up is said before the baseline's network.
+      assert.ok(out.brokenProgress.includes("baseline:read"), out.brokenProgress.join(" "));
+      assert.ok(!out.brokenProgress.includes("baseline:network"), out.brokenProgress.join(" "));
       assert.match(out.badOption, /"ssd"/, out.badOption);
     } finally {
       await browser.close();
