@@ -187,7 +187,7 @@ describe("follow-up comparison", () => {
           const bytes = (s) => Uint8Array.from(atob(s), (ch) => ch.charCodeAt(0));
           const [base, follow] = [bytes(b64), bytes(f64)];
           let t = performance.now();
-          await segment(base);
+          const single = await segment(base);
           const segmentMs = performance.now() - t;
           const progress = [];
           t = performance.now();
@@ -201,6 +201,7 @@ describe("follow-up comparison", () => {
             keys: Object.keys(r).sort(),
             report: r.report,
             baselineReport: r.baseline.report,
+            singleVolume: single.report.volume_ml,
             baselineMask: Array.from(r.baseline.mask_nifti),
             followupMask: Array.from(r.followup.mask_nifti),
             overlay: Array.from(r.followup_in_baseline_nifti),
@@ -223,6 +224,8 @@ describe("follow-up comparison", () => {
       assert.equal(out.report.comparison.expansion.expanded, false);
       assert.deepEqual(out.report.masks, { baseline: "model", followup: "model" });
       assert.deepEqual(out.baselineReport, out.report.baseline);
+      // The baseline is segmented exactly as segment() segments it.
+      assert.equal(out.report.baseline.volume_ml, out.singleVolume);
       console.log(`ES compare(): Δ ${out.report.comparison.delta_ml.toFixed(3)} mL (CLI ${cli.json.comparison.delta_ml.toFixed(3)} mL, truth ${pair.growth_ml} mL); wall ${(out.compareMs / 1000).toFixed(1)} s vs one segment() ${(out.segmentMs / 1000).toFixed(1)} s`);
 
       // Progress: each scan's stages, then the registration.
