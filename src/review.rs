@@ -12,8 +12,10 @@ use ndarray::{Array3, Zip};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::io::{Scan, Storage, write_nifti_gz};
+use crate::io::{Affine, Scan, Storage, write_nifti_gz};
 use crate::metrics::{self, Measures, Midline};
+use crate::registration::compare::{Comparison, Segmented};
+use crate::registration::{Image, RegistrationConfig, invert};
 
 /// Longest reader name kept in a sign-off (characters): initials or a name, never a paragraph.
 pub const MAX_READER_CHARS: usize = 100;
@@ -22,6 +24,8 @@ pub const MAX_READER_CHARS: usize = 100;
 #[derive(Debug)]
 pub struct Review {
     scan: Scan,
+    /// The brain mask, stack order: what registration compares a follow-up on.
+    brain: Array3<u8>,
     midline: Option<Midline>,
     /// The model's final mask, stack order (0/1).
     model: Array3<u8>,
@@ -146,6 +150,7 @@ impl Review {
         let model_volume_ml = scan.stack.mask_ml(&model);
         Ok(Review {
             scan,
+            brain: brain.clone(),
             midline,
             model,
             model_volume_ml,
@@ -200,6 +205,126 @@ impl Review {
     }
 }
 
+/// Whose mask of a result a comparison measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskSource {
+    /// The model's mask, as segmented (no mask given, or one equal to the model's).
+    Model,
+    /// The reader's edited mask (it differs from the model's).
+    Reader,
+}
+
+/// Which masks a [`Compared`] measured, per scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ComparedMasks {
+    /// The baseline's.
+    pub baseline: MaskSource,
+    /// The follow-up's.
+    pub followup: MaskSource,
+}
+
+/// Two results under review compared ([`compare`]): the core's comparison, whose masks it
+/// measured, and what a viewer of the baseline file needs to show the follow-up's blood on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compared {
+    /// What `ichnet compare --json` reports as `comparison`.
+    pub comparison: Comparison,
+    /// Model's or reader's mask, per scan.
+    pub masks: ComparedMasks,
+    /// The follow-up's mask on the baseline's grid (trilinear ≥ ½, display only), in the
+    /// baseline FILE's voxel order (`i` fastest), 0/1.
+    #[serde(skip)]
+    pub followup_in_baseline: Vec<u8>,
+    /// The same as a gzipped NIfTI-1 on the baseline's grid (`followup_mask_in_baseline.nii.gz`).
+    #[serde(skip)]
+    pub followup_in_baseline_nifti_gz: Vec<u8>,
+    /// Baseline world (RAS+ mm) → follow-up world: where a point of the baseline lies on the
+    /// follow-up, for linked views.
+    #[serde(skip)]
+    pub baseline_to_followup: Affine,
+    /// Its inverse: follow-up world → baseline world.
+    #[serde(skip)]
+    pub followup_to_baseline: Affine,
+}
+
+impl Review {
+    /// The mask a comparison measures: the model's (`None`), or `file_mask` (file order,
+    /// non-zero = blood), which counts as the reader's only where it differs from the model's.
+    fn comparison_mask(
+        &self,
+        file_mask: Option<&[u8]>,
+        what: &str,
+    ) -> Result<(Option<Array3<u8>>, MaskSource)> {
+        let Some(file) = file_mask else {
+            return Ok((None, MaskSource::Model));
+        };
+        let mut mask = self
+            .scan
+            .from_file_order(file)
+            .map_err(|e| Error::InvalidInput(format!("the {what}'s mask: {e}")))?;
+        mask.mapv_inplace(|v| u8::from(v != 0));
+        if mask == self.model {
+            Ok((None, MaskSource::Model))
+        } else {
+            Ok((Some(mask), MaskSource::Reader))
+        }
+    }
+
+    fn segmented<'a>(&'a self, mask: &'a Array3<u8>, affine: &'a Affine) -> Segmented<'a> {
+        Segmented {
+            image: Image {
+                hu: &self.scan.stack.hu,
+                brain: &self.brain,
+                affine,
+            },
+            mask,
+            voxel_ml: self.scan.stack.voxel_ml,
+        }
+    }
+}
+
+/// Compare a follow-up result with its baseline, as `ichnet compare` does after segmenting:
+/// register the follow-up's scan to the baseline's, then measure each mask on its own grid
+/// ([`crate::registration::compare::compare`]). Each mask is the model's (`None`) or the
+/// reader's current one (file order), and [`Compared::masks`] says which was measured. Two
+/// results of the same scan (identical voxels and geometry) are refused: that is a file chosen
+/// twice, not a follow-up.
+pub fn compare(
+    baseline: (&Review, Option<&[u8]>),
+    followup: (&Review, Option<&[u8]>),
+    cfg: &RegistrationConfig,
+) -> Result<Compared> {
+    let (b, f) = (baseline.0, followup.0);
+    if b.scan.info.affine == f.scan.info.affine && b.scan.stack.hu == f.scan.stack.hu {
+        return Err(Error::InvalidInput(
+            "the baseline and the follow-up are the same scan (identical voxels and geometry): \
+             choose the later CT as the follow-up"
+                .into(),
+        ));
+    }
+    let (bm, bsrc) = b.comparison_mask(baseline.1, "baseline")?;
+    let (fm, fsrc) = f.comparison_mask(followup.1, "follow-up")?;
+    let (ba, fa) = (b.scan.stack_affine(), f.scan.stack_affine());
+    let comparison = crate::registration::compare::compare(
+        b.segmented(bm.as_ref().unwrap_or(&b.model), &ba),
+        f.segmented(fm.as_ref().unwrap_or(&f.model), &fa),
+        cfg,
+    )?;
+    let baseline_to_followup = comparison.registration.transform.affine();
+    Ok(Compared {
+        masks: ComparedMasks {
+            baseline: bsrc,
+            followup: fsrc,
+        },
+        followup_in_baseline: b.scan.to_file_order(&comparison.followup_in_baseline)?,
+        followup_in_baseline_nifti_gz: b.scan.mask_nifti_gz(&comparison.followup_in_baseline)?,
+        followup_to_baseline: invert(&baseline_to_followup)?,
+        baseline_to_followup,
+        comparison,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,22 +332,97 @@ mod tests {
 
     const FIXTURE: &str = "tests/fixtures/synth/images/synth_00000.nii.gz";
 
+    /// A box of "blood" in the middle of a `(nz, ny, nx)` grid, `grow` voxels wider each way.
+    fn blood_box((nz, ny, nx): (usize, usize, usize), grow: usize) -> Array3<u8> {
+        let mut m = Array3::<u8>::zeros((nz, ny, nx));
+        for z in nz / 2 - 2 - grow..nz / 2 + 2 + grow {
+            for y in ny / 2 - 6 - grow..ny / 2 + 6 + grow {
+                for x in nx / 2 + 4 - grow..nx / 2 + 14 + grow {
+                    m[[z, y, x]] = 1;
+                }
+            }
+        }
+        m
+    }
+
     /// The fixture prepared, with a box of "blood" as the model's mask (no network needed: the
     /// review measures whatever mask it is given).
     fn review_with_box() -> (Review, Prepared, Array3<u8>) {
         let bytes = std::fs::read(FIXTURE).unwrap();
         let p = Prepared::new(&bytes, false).unwrap();
-        let (nz, ny, nx) = p.scan().stack.dims();
-        let mut model = Array3::<u8>::zeros((nz, ny, nx));
-        for z in nz / 2 - 2..nz / 2 + 2 {
-            for y in ny / 2 - 6..ny / 2 + 6 {
-                for x in nx / 2 + 4..nx / 2 + 14 {
-                    model[[z, y, x]] = 1;
-                }
-            }
-        }
+        let model = blood_box(p.scan().stack.dims(), 0);
         let (scan, brain) = (p.scan().clone(), p.brain().clone());
         (Review::new(scan, &brain, model.clone()).unwrap(), p, model)
+    }
+
+    #[test]
+    fn a_comparison_measures_the_model_or_the_reader_mask_and_maps_the_follow_up() {
+        let (base, p, model) = review_with_box();
+        let voxel_ml = p.scan().stack.voxel_ml;
+        // The follow-up: the same head (one voxel changed, so not the same file) with the box
+        // grown by 2 voxels each way.
+        let grown = blood_box(p.scan().stack.dims(), 2);
+        let mut scan = p.scan().clone();
+        scan.stack.hu[[0, 0, 0]] += 1.0;
+        let follow = Review::new(scan, p.brain(), grown.clone()).unwrap();
+        let cfg = RegistrationConfig::default();
+        let c = compare((&base, None), (&follow, None), &cfg).unwrap();
+        let count = |m: &Array3<u8>| m.iter().filter(|&&v| v != 0).count() as f64;
+        let want = (count(&grown) - count(&model)) * voxel_ml;
+        assert!((c.comparison.delta_ml - want).abs() < 1e-9, "{c:?}");
+        assert_eq!(
+            c.masks,
+            ComparedMasks {
+                baseline: MaskSource::Model,
+                followup: MaskSource::Model
+            }
+        );
+        // Registration finds (about) the identity: the follow-up's mask lands on itself, in
+        // the baseline file's order, and the two world maps are each other's inverse.
+        let own = p.scan().to_file_order(&grown).unwrap();
+        let both = own
+            .iter()
+            .zip(&c.followup_in_baseline)
+            .filter(|(a, b)| **a != 0 && **b != 0)
+            .count() as f64;
+        let dice = 2.0 * both
+            / (count(&grown)
+                + c.followup_in_baseline
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .sum::<f64>());
+        assert!(dice > 0.95, "Dice {dice}");
+        let round =
+            crate::registration::affine_mul(&c.baseline_to_followup, &c.followup_to_baseline);
+        for (r, row) in round.iter().enumerate() {
+            for (k, v) in row.iter().enumerate() {
+                assert!((v - f64::from(u8::from(r == k))).abs() < 1e-9, "{round:?}");
+            }
+        }
+        let nifti = crate::io::Scan::from_bytes(&c.followup_in_baseline_nifti_gz).unwrap();
+        assert_eq!(nifti.stack.dims(), p.scan().stack.dims());
+
+        // The reader removed 10 voxels of the baseline's blood; the follow-up's mask given is
+        // the model's own, so it still counts as the model's.
+        let mut edited = base.model_file_order().unwrap();
+        for v in edited.iter_mut().filter(|v| **v != 0).take(10) {
+            *v = 0;
+        }
+        let follow_own = follow.model_file_order().unwrap();
+        let r = compare((&base, Some(&edited)), (&follow, Some(&follow_own)), &cfg).unwrap();
+        assert_eq!(r.masks.baseline, MaskSource::Reader);
+        assert_eq!(r.masks.followup, MaskSource::Model);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["masks"]["baseline"], "reader");
+        let removed = c.comparison.baseline_ml - r.comparison.baseline_ml;
+        assert!((removed - 10.0 * voxel_ml).abs() < 1e-9, "{removed}");
+
+        // Refusals name the scan they are about.
+        let same = Review::new(p.scan().clone(), p.brain(), grown).unwrap();
+        let e = compare((&base, None), (&same, None), &cfg).unwrap_err();
+        assert!(e.to_string().contains("same scan"), "{e}");
+        let e = compare((&base, None), (&follow, Some(&[0u8; 3][..])), &cfg).unwrap_err();
+        assert!(e.to_string().contains("follow-up's mask"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! from Rust into JS. The options are the CLI's (threshold, CRF off or its parameters, assume_hu),
 //! given as one JSON object that the core reads.
 //!
+//! A follow-up comparison takes two results under review ([`compare_js`]): registration and
+//! the comparison are the core's ([`crate::review::compare`]), run in the worker between the two
+//! segmentations' stages and the page's views.
+//!
 //! Two browser rules shape the network call: results are read with `into_data_async` (a
 //! synchronous read panics on wasm and leaves the module dead), and a WebGPU device can be
 //! initialised only once per module, so it is created once and cached.
@@ -26,7 +30,7 @@ use crate::io::Scan;
 use crate::model::input::CHANNELS;
 use crate::model::{self, IchNet, IchNetConfig};
 use crate::pipeline::{self, Prepared, SegmentOptions, Segmentation, stage};
-use crate::review::{Review, Reviewed, SignOff};
+use crate::review::{Compared, Review, Reviewed, SignOff};
 
 /// The same sentence the CLI prints, as a JS `Error`.
 fn js(e: Error) -> JsError {
@@ -671,5 +675,78 @@ impl ReviewResult {
     #[wasm_bindgen(js_name = maskNifti)]
     pub fn mask_nifti(&self) -> Uint8Array {
         Uint8Array::from(self.inner.mask_nifti_gz.as_slice())
+    }
+}
+
+// ---- follow-up comparison -----------------------------------------------------------------------
+
+/// Compare a follow-up with its baseline, both results under review: register the follow-up's
+/// scan to the baseline's and measure each mask on its own grid ([`crate::review::compare`]).
+/// A mask (file order, 0/1) is the reader's current one; none means the model's. `options` is
+/// JSON, `{"similarity": "mi" | "ncc"}` as `ichnet compare --similarity` (empty: defaults).
+#[wasm_bindgen(js_name = compare)]
+pub fn compare_js(
+    baseline: &ReviewJs,
+    baseline_mask: Option<Vec<u8>>,
+    followup: &ReviewJs,
+    followup_mask: Option<Vec<u8>>,
+    options: &str,
+) -> Result<ComparisonJs, JsError> {
+    let cfg = crate::registration::compare::config_from_json(options).map_err(js)?;
+    let inner = crate::review::compare(
+        (&baseline.inner, baseline_mask.as_deref()),
+        (&followup.inner, followup_mask.as_deref()),
+        &cfg,
+    )
+    .map_err(js)?;
+    Ok(ComparisonJs { inner })
+}
+
+/// Refuse bad comparison options (see [`compare_js`]) before any work, with the core's sentence.
+#[wasm_bindgen(js_name = checkCompareOptions)]
+pub fn check_compare_options(options: &str) -> Result<(), JsError> {
+    crate::registration::compare::config_from_json(options)
+        .map(|_| ())
+        .map_err(js)
+}
+
+/// A comparison ([`Compared`]): its report, and what the page's views need.
+#[wasm_bindgen(js_name = Comparison)]
+pub struct ComparisonJs {
+    inner: Compared,
+}
+
+#[wasm_bindgen(js_class = Comparison)]
+impl ComparisonJs {
+    /// `{ comparison, masks }`: `comparison` exactly as `ichnet compare --json` prints it,
+    /// `masks` whose mask each scan's figures are (`"model"` or `"reader"`).
+    #[wasm_bindgen(js_name = reportJson)]
+    pub fn report_json(&self) -> Result<String, JsError> {
+        serde_json::to_string(&self.inner)
+            .map_err(|e| JsError::new(&format!("the comparison could not be encoded: {e}")))
+    }
+
+    /// The follow-up's mask on the baseline's grid (display only), baseline file order, 0/1.
+    #[wasm_bindgen(js_name = followupInBaseline)]
+    pub fn followup_in_baseline(&self) -> Uint8Array {
+        Uint8Array::from(self.inner.followup_in_baseline.as_slice())
+    }
+
+    /// The same as `.nii.gz` on the baseline's grid (`followup_mask_in_baseline.nii.gz`).
+    #[wasm_bindgen(js_name = followupInBaselineNifti)]
+    pub fn followup_in_baseline_nifti(&self) -> Uint8Array {
+        Uint8Array::from(self.inner.followup_in_baseline_nifti_gz.as_slice())
+    }
+
+    /// Baseline world → follow-up world (RAS+ mm), a 4×4 affine row by row (16 numbers).
+    #[wasm_bindgen(js_name = baselineToFollowup)]
+    pub fn baseline_to_followup(&self) -> Vec<f64> {
+        self.inner.baseline_to_followup.concat()
+    }
+
+    /// Follow-up world → baseline world, as [`ComparisonJs::baseline_to_followup`].
+    #[wasm_bindgen(js_name = followupToBaseline)]
+    pub fn followup_to_baseline(&self) -> Vec<f64> {
+        self.inner.followup_to_baseline.concat()
     }
 }

@@ -11,8 +11,8 @@
 
 import { Segmenter } from "./embed.js";
 import { displayName, droppedEntries, inputFiles, readPicked } from "./files.js";
-import { Frame, Stage } from "./protocol.js";
-import { PRESETS, ScanView, Tool } from "./view.js";
+import { Frame, Scan, Stage } from "./protocol.js";
+import { Growth, PRESETS, ScanView, Tool } from "./view.js";
 
 const SAMPLE_URL = new URL("samples/sample_head_ct_simulated_bleed.nii.gz", import.meta.url);
 const SAMPLE_NAME = "sample (real CT, simulated bleed).nii.gz";
@@ -58,11 +58,32 @@ const ui = {
   dlMask: $("dl-mask"),
   dlReport: $("dl-report"),
   dlSeg: $("dl-seg"),
+  followupFile: $("followup-file"),
+  cmpBaseline: $("cmp-baseline"),
+  cmpFollowup: $("cmp-followup"),
+  cmpBaselineName: $("cmp-baseline-name"),
+  cmpFollowupName: $("cmp-followup-name"),
+  compare: $("compare"),
+  cmpNames: $("cmp-names"),
+  cmpVerdict: $("cmp-verdict"),
+  cmpWarning: $("cmp-warning"),
+  cmpNumbers: $("cmp-numbers"),
+  cmpHaematomas: $("cmp-haematomas"),
+  cmpRegistration: $("cmp-registration"),
+  dlCmpReport: $("dl-cmp-report"),
+  dlCmpOverlay: $("dl-cmp-overlay"),
+  dlCmpFollowup: $("dl-cmp-followup"),
+  followupView: $("followup-view"),
+  followupCanvas: $("nv-followup"),
+  cursorFollowup: $("cursor-followup"),
+  nvTitle: $("nv-title"),
 };
 
 const segmenter = new Segmenter();
 /** The viewer (NiiVue); exported so tests and embedding pages can reach its NiiVue instance. */
 export const viewer = new ScanView(ui.canvas);
+/** A comparison's follow-up, beside the baseline's viewer, its crosshair linked to it. */
+export const followupViewer = new ScanView(ui.followupCanvas);
 let abort = null;
 let downloads = [];
 /**
@@ -74,7 +95,20 @@ let current = null;
 let embedSigned = null;
 
 /** Words for the core's stage names on the progress line; a name not listed is shown as is. */
-const STAGE_WORDS = { read: "reading", brain: "brain mask", finish: "writing the mask", [Stage.LOADING]: "loading the engine" };
+const STAGE_WORDS = {
+  read: "reading",
+  brain: "brain mask",
+  finish: "writing the mask",
+  [Stage.LOADING]: "loading the engine",
+  [Stage.REGISTER]: "registering the follow-up to the baseline and comparing",
+};
+/** A comparison's scans on the progress line. */
+const SCAN_WORDS = { [Scan.BASELINE]: "baseline", [Scan.FOLLOWUP]: "follow-up" };
+/**
+ * The comparison on screen: the two world maps (4×4, row by row) that link the views, and the
+ * downloads' object URLs.
+ */
+let comparing = null;
 
 /**
  * The options panel as the segmentation options of protocol.js (the CLI's): a blank field keeps
@@ -115,11 +149,12 @@ function clearMessages() {
   ui.warnings.textContent = "";
 }
 
-function showProgress({ stage, index, count, done, total }) {
+function showProgress({ stage, index, count, done, total, scan }) {
   const frac = total > 0 ? done / total : 0;
   ui.progress.value = count > 0 ? Math.min(1, (index + frac) / count) : 0;
   let text = STAGE_WORDS[stage] ?? stage;
   if (total > 0) text = `${text}: batch ${done}/${total}`;
+  if (scan) text = `${SCAN_WORDS[scan] ?? scan}: ${text}`;
   ui.stage.textContent = text;
 }
 
@@ -231,12 +266,7 @@ function showReport(report) {
     ["Backend", `${report.backend}${report.workers > 1 ? ` × ${report.workers} workers` : ""}${report.backend_note ? ` (${report.backend_note})` : ""}`],
     ["Time", times],
   ];
-  ui.resList.replaceChildren(...rows.flatMap(([k, v, big]) => {
-    const dt = Object.assign(document.createElement("dt"), { textContent: k });
-    const dd = Object.assign(document.createElement("dd"), { textContent: v });
-    if (big) dd.className = "big";
-    return [dt, dd];
-  }));
+  fillList(ui.resList, rows);
   ui.editSummary.textContent = review
     ? `Reader's edits: ${review.added_voxels} voxels added, ${review.removed_voxels} removed (model ${fmt(review.model_volume_ml, 2)} mL → final ${fmt(review.final_volume_ml, 2)} mL).`
     : "The model's mask, unedited. Correct it with the pen, eraser or fill, then sign.";
@@ -328,15 +358,9 @@ function showHaematomas(list) {
     ui.resList.after(table);
   }
   table.hidden = list.length === 0;
-  const head = document.createElement("tr");
-  for (const h of ["#", "Volume", "Side", "Slices", "ABC/2", "A × B × C"]) {
-    head.append(Object.assign(document.createElement("th"), { textContent: h }));
-  }
-  const rows = list.map((h) => {
-    const tr = document.createElement("tr");
-    tr.tabIndex = 0;
+  fillTable(table, ["#", "Volume", "Side", "Slices", "ABC/2", "A × B × C"], list, (h) => {
     const a = h.abc2 ?? {};
-    const cells = [
+    return [
       String(h.id),
       `${fmt(h.volume_ml, 2)} mL`,
       SIDE_LABEL[h.side] ?? h.side,
@@ -344,35 +368,58 @@ function showHaematomas(list) {
       `${fmt(a.ml, 1)} mL`,
       `${fmt(a.a_mm / 10)} × ${fmt(a.b_mm / 10)} × ${fmt(a.c_mm / 10)} cm`,
     ];
-    tr.append(...cells.map((t) => Object.assign(document.createElement("td"), { textContent: t })));
-    const go = () => {
-      goToHaematoma(h);
+  }, goToHaematoma);
+}
+
+/**
+ * A table of haematomas: `head`, then a row per item with `cells(item)`; a click or Enter on a
+ * row calls `go(item)` and marks the row.
+ */
+function fillTable(table, head, list, cells, go) {
+  const top = document.createElement("tr");
+  for (const h of head) top.append(Object.assign(document.createElement("th"), { textContent: h }));
+  const rows = list.map((item) => {
+    const tr = document.createElement("tr");
+    tr.tabIndex = 0;
+    tr.append(...cells(item).map((t) => Object.assign(document.createElement("td"), { textContent: t })));
+    const choose = () => {
+      go(item);
       for (const r of table.querySelectorAll("tr.current")) r.classList.remove("current");
       tr.classList.add("current");
     };
-    tr.addEventListener("click", go);
+    tr.addEventListener("click", choose);
     tr.addEventListener("keydown", (e) => {
       if (e.key === "Enter" || e.key === " ") {
         e.preventDefault();
-        go();
+        choose();
       }
     });
     return tr;
   });
-  table.replaceChildren(head, ...rows);
+  table.replaceChildren(top, ...rows);
+}
+
+/** A `<dl>` of `[term, value, big?]` rows. */
+function fillList(dl, rows) {
+  dl.replaceChildren(...rows.flatMap(([k, v, big]) => {
+    const dt = Object.assign(document.createElement("dt"), { textContent: k });
+    const dd = Object.assign(document.createElement("dd"), { textContent: v });
+    if (big) dd.className = "big";
+    return [dt, dd];
+  }));
 }
 
 /**
- * Run one scan through the worker. Returns the result, or null when it failed or was cancelled
- * (the message is already on the page). Safe to call again at once: the page never gets stuck.
- * `files` is the `[{ name, bytes }]` list or a thunk that reads it (`() => Promise<list>`):
- * reading hundreds of DICOM files is part of the run, with its own progress, and is cancelled
- * with it. `onSeries(list)`: the files held several DICOM series and none was chosen.
+ * One job in the worker with the page's progress, cancel and error handling: `work(signal)`
+ * does it and shows the result. Returns what `work` returns, or null when it failed or was
+ * cancelled (the message is already on the page). Safe to call again at once: the page never
+ * gets stuck. `onSeries(list)`: the files held several DICOM series and none was chosen.
  */
-async function run(files, displayName, { onProgress, options = currentOptions(), onSeries } = {}) {
+async function withJob(displayName, work, { onSeries } = {}) {
   abort?.abort();
   clearMessages();
   ui.results.hidden = true;
+  ui.compare.hidden = true;
   ui.seriesPanel.hidden = true;
   current = null;
   delete document.body.dataset.review;
@@ -384,28 +431,7 @@ async function run(files, displayName, { onProgress, options = currentOptions(),
   abort = new AbortController();
   const mine = abort;
   try {
-    const list = typeof files === "function" ? await files() : files;
-    if (mine.signal.aborted) throw Object.assign(new Error("cancelled"), { name: "AbortError" });
-    // The viewer reads a NIfTI (or a .hdr/.img pair) itself, from its own copy (the worker's is
-    // transferred); anything else it gets from the core as NIfTI once the result is in.
-    const viewable = (n) => /\.(nii|nii\.gz|hdr|img)$/i.test(n);
-    const [scan, img] = list;
-    const direct = list.length <= 2 && list.every((f) => viewable(f.name));
-    const view = {
-      source: direct ? { bytes: scan.bytes.slice(0), name: scan.name, img: img ? img.bytes.slice(0) : null } : null,
-      loading: Promise.resolve(false),
-      orientationKnown: true,
-    };
-    const result = await segmenter.run(list, {
-      ...options,
-      signal: mine.signal,
-      onProgress: (p) => {
-        showProgress(p);
-        onProgress?.(p);
-      },
-      onVolume: (msg) => showVolume(msg, view),
-    });
-    await showResult(displayName, result, view);
+    const result = await work(mine.signal);
     setState("done");
     return result;
   } catch (e) {
@@ -423,6 +449,224 @@ async function run(files, displayName, { onProgress, options = currentOptions(),
     if (abort === mine) abort = null;
     ui.cancel.disabled = true;
     ui.sample.disabled = false;
+  }
+}
+
+/** What the viewer can read itself (a NIfTI, a .hdr/.img pair): its own copy of the bytes (the worker's are transferred), or null. */
+function viewerSource(list) {
+  const viewable = (n) => /\.(nii|nii\.gz|hdr|img)$/i.test(n);
+  const [scan, img] = list;
+  const direct = list.length <= 2 && list.every((f) => viewable(f.name));
+  return direct ? { bytes: scan.bytes.slice(0), name: scan.name, img: img ? img.bytes.slice(0) : null } : null;
+}
+
+/**
+ * Run one scan through the worker. Returns the result, or null when it failed or was cancelled.
+ * `files` is the `[{ name, bytes }]` list or a thunk that reads it (`() => Promise<list>`):
+ * reading hundreds of DICOM files is part of the run, with its own progress, and is cancelled
+ * with it.
+ */
+async function run(files, displayName, { onProgress, options = currentOptions(), onSeries } = {}) {
+  return withJob(displayName, async (signal) => {
+    setMode("single");
+    const list = typeof files === "function" ? await files() : files;
+    if (signal.aborted) throw Object.assign(new Error("cancelled"), { name: "AbortError" });
+    // The viewer reads a NIfTI (or a .hdr/.img pair) itself; anything else it gets from the core
+    // as NIfTI once the result is in.
+    const view = { source: viewerSource(list), loading: Promise.resolve(false), orientationKnown: true };
+    const result = await segmenter.run(list, {
+      ...options,
+      signal,
+      onProgress: (p) => {
+        showProgress(p);
+        onProgress?.(p);
+      },
+      onVolume: (msg) => showVolume(msg, view),
+    });
+    await showResult(displayName, result, view);
+    return result;
+  }, { onSeries });
+}
+
+// ---- Follow-up comparison (issue 15): two scans, linked views, growth in colour, the verdict. ----
+
+/** "single": one scan, editable; "compare": baseline and follow-up side by side, read-only. */
+function setMode(mode) {
+  document.body.dataset.mode = mode;
+  const compare = mode === "compare";
+  ui.followupView.hidden = !compare;
+  ui.nvTitle.hidden = !compare;
+  if (!compare) {
+    comparing = null;
+    chooseTool(Tool.NAVIGATE);
+  }
+}
+
+/** Row-major 4×4 affine `m` applied to the point `p`. */
+const apply = (m, p) => [0, 1, 2].map((r) => m[4 * r] * p[0] + m[4 * r + 1] * p[1] + m[4 * r + 2] * p[2] + m[4 * r + 3]);
+
+/**
+ * The scan of a comparison in `view`: from the user's bytes where the viewer reads them, else
+ * the core's NIfTI of it (result `id`).
+ */
+async function loadScan(view, source, id) {
+  if (source) {
+    try {
+      await view.setScan(source);
+      return;
+    } catch (e) {
+      console.warn(`the viewer could not read the file itself (${e.message}); showing the core's copy`);
+    }
+  }
+  const bytes = await segmenter.scanNifti(id);
+  await view.setScan({ bytes: bytes.buffer, name: "scan.nii.gz" });
+}
+
+/** The baseline's overlay: blood on both scans, new on the follow-up, resolved (file order). */
+function growthLabels(baseline, followupInBaseline) {
+  const out = new Uint8Array(baseline.length);
+  for (let i = 0; i < out.length; i++) {
+    const b = baseline[i] !== 0;
+    const f = followupInBaseline[i] !== 0;
+    out[i] = b && f ? Growth.PERSISTING : f ? Growth.NEW : b ? Growth.RESOLVED : 0;
+  }
+  return out;
+}
+
+/**
+ * Compare a follow-up with a baseline. `baseline`: `{ pick }` (files.js picks, read here) or
+ * `{ last: true }` for the result on screen, whose reader's mask is compared when edited.
+ */
+async function runCompare(baseline, followupPick, names) {
+  // The result on screen, before `withJob` clears it: its viewer already shows the baseline.
+  const onScreen = baseline.last ? current : null;
+  const edited = onScreen && onScreen.edits > 0 ? viewer.mask() : null;
+  const displayName = `${names.baseline} → ${names.followup}`;
+  return withJob(displayName, async (signal) => {
+    const read = async (pick, what) => {
+      try {
+        return await readPicked(pick, readProgress);
+      } catch (e) {
+        throw new Error(`the ${what} scan: ${e.message}`);
+      }
+    };
+    const baseList = baseline.pick ? await read(baseline.pick, "baseline") : null;
+    const followList = await read(followupPick, "follow-up");
+    if (signal.aborted) throw Object.assign(new Error("cancelled"), { name: "AbortError" });
+    const sources = { baseline: baseList ? viewerSource(baseList) : null, followup: viewerSource(followList) };
+    const options = currentOptions();
+    const m = await segmenter.compare(baseList, followList, { ...options, signal, baselineMask: edited, onProgress: showProgress });
+    await showComparison(m, sources, names, !baseList);
+    return m;
+  });
+}
+
+/** The comparison on screen: verdict and numbers, then the two views, linked. */
+async function showComparison(m, sources, names, baselineShown) {
+  const { report } = m;
+  const c = report.comparison;
+  setMode("compare");
+  comparing = { toFollowup: m.baseline_to_followup, toBaseline: m.followup_to_baseline };
+  ui.cmpNames.textContent = `${names.baseline} → ${names.followup}`;
+  ui.cmpVerdict.textContent = c.verdict;
+  ui.cmpVerdict.dataset.expanded = String(c.expansion.expanded);
+  const e = c.expansion;
+  const pct = (x) => (Number.isFinite(x) ? `${x >= 0 ? "+" : ""}${x.toFixed(0)} %` : "–");
+  const signed = (x, d = 1) => `${x >= 0 ? "+" : ""}${fmt(x, d)}`;
+  const whose = (w) => (w === "reader" ? "the reader's edited mask" : "the model's mask");
+  const rows = [
+    ["Baseline", `${fmt(c.baseline_ml)} mL`],
+    ["Follow-up", `${fmt(c.followup_ml)} mL`],
+    ["Change", `${signed(c.delta_ml)} mL (${pct(c.delta_percent)})`, true],
+    ["Expansion (≥ 6 mL or ≥ 33 %)", e.expanded ? `yes: ${[e.by_6_ml && "≥ 6 mL", e.by_33_percent && "≥ 33 %"].filter(Boolean).join(" and ")}` : "no"],
+    ["≥ 12.5 mL (reported beside)", e.by_12_5_ml ? "yes" : "no"],
+    ["New / disappeared haematomas", `${c.new.length} / ${c.disappeared.length}`],
+    ["Masks compared", `baseline: ${whose(report.masks?.baseline)}; follow-up: ${whose(report.masks?.followup)}`],
+    ["Time", `segmentation ${fmt(report.seconds.segment_baseline)} s + ${fmt(report.seconds.segment_followup)} s, registration and comparison ${fmt(report.seconds.register_and_compare)} s`],
+  ];
+  fillList(ui.cmpNumbers, rows);
+  const reg = c.registration;
+  const t = reg.transform;
+  const q = reg.quality;
+  ui.cmpRegistration.textContent =
+    `Registration (rigid, ${reg.similarity === "ncc" ? "NCC" : "mutual information"}): rotation ${t.angles_deg.map((a) => `${fmt(a)}°`).join(", ")}; ` +
+    `translation ${t.translation_mm.map((v) => fmt(v)).join(", ")} mm; NCC ${fmt(q.ncc, 2)} on brain voxels; ` +
+    `${fmt(100 * q.fov_overlap, 0)} % of the baseline brain covered by the follow-up, ${fmt(100 * q.brain_overlap, 0)} % of it in the follow-up's brain.`;
+  ui.cmpWarning.hidden = !q.poor;
+  ui.cmpWarning.textContent = q.poor
+    ? `The registration is poor: ${q.reason ?? "see the figures below"}. Which haematoma is which, the colours and the linked views are unreliable; the volumes and the verdict on the totals are not affected.`
+    : "";
+  showGrowthTable(c.haematomas);
+  setCompareDownloads(names, m);
+  ui.compare.hidden = false;
+  // The views: a viewer failure costs the picture, not the numbers and downloads above.
+  try {
+    if (!baselineShown || !viewer.voxelCount) await loadScan(viewer, sources.baseline, m.baseline.id);
+    await loadScan(followupViewer, sources.followup, m.followup.id);
+    viewer.setLabels(growthLabels(m.baseline.mask, m.followup_in_baseline));
+    followupViewer.setMask(m.followup.mask);
+    followupViewer.setTool(Tool.NAVIGATE);
+    const first = c.haematomas[0];
+    if (first) goToWorld(first.centre_mm);
+  } catch (err) {
+    showWarnings([`the viewer could not show the comparison (${err.message}); the numbers and downloads are unaffected`]);
+  }
+  document.body.dataset.linked = "true";
+}
+
+/** Both views to a point of the baseline's world (mm). */
+function goToWorld(mm) {
+  viewer.goToMm(mm);
+  if (comparing) followupViewer.goToMm(apply(comparing.toFollowup, mm));
+}
+
+/** The per-haematoma table of a comparison; a click or Enter on a row shows it in both views. */
+function showGrowthTable(list) {
+  const head = ["#", "Status", "Baseline", "Follow-up", "Change", "Change %", "Expansion"];
+  fillTable(ui.cmpHaematomas, head, list, (h) => {
+    const e = h.expansion;
+    const crit = [e.by_6_ml && "≥ 6 mL", e.by_33_percent && "≥ 33 %", e.by_12_5_ml && "≥ 12.5 mL"].filter(Boolean);
+    return [
+      String(h.id),
+      h.status,
+      `${fmt(h.baseline_ml, 2)} mL`,
+      `${fmt(h.followup_ml, 2)} mL`,
+      `${h.delta_ml >= 0 ? "+" : ""}${fmt(h.delta_ml, 2)} mL`,
+      Number.isFinite(h.delta_percent) ? `${h.delta_percent >= 0 ? "+" : ""}${h.delta_percent.toFixed(0)} %` : "–",
+      e.expanded ? crit.join(", ") : "no",
+    ];
+  }, (h) => goToWorld(h.centre_mm));
+}
+
+/** The comparison's downloads: the report, the follow-up's mask on the baseline's grid and on its own. */
+function setCompareDownloads(names, m) {
+  for (const url of downloads) URL.revokeObjectURL(url);
+  const base = (n) => n.replace(/ \(\d+ files\)$/, "").replace(/\/$/, "").replace(/\.(nii\.gz|nii|hdr|img|zip|dcm)$/i, "") || "scan";
+  const blob = (bytes, type) => URL.createObjectURL(new Blob([bytes], { type }));
+  const report = blob(JSON.stringify(m.report, null, 2), "application/json");
+  const overlay = blob(m.followup_in_baseline_nifti, "application/gzip");
+  const follow = blob(m.followup.mask_nifti, "application/gzip");
+  downloads = [report, overlay, follow];
+  ui.dlCmpReport.href = report;
+  ui.dlCmpReport.download = `${base(names.baseline)}_vs_${base(names.followup)}_comparison.json`;
+  ui.dlCmpOverlay.href = overlay;
+  ui.dlCmpOverlay.download = `${base(names.followup)}_ich_mask_in_baseline.nii.gz`;
+  ui.dlCmpFollowup.href = follow;
+  ui.dlCmpFollowup.download = `${base(names.followup)}_ich_mask.nii.gz`;
+}
+
+/** The two slots of the input panel: once both hold a scan, the comparison runs. */
+const slots = { baseline: null, followup: null };
+
+function fillSlot(which, picked) {
+  if (!picked.length) return;
+  slots[which] = picked;
+  (which === "baseline" ? ui.cmpBaselineName : ui.cmpFollowupName).textContent = displayName(picked);
+  if (slots.baseline && slots.followup) {
+    const [b, f] = [slots.baseline, slots.followup];
+    slots.baseline = slots.followup = null;
+    ui.cmpBaselineName.textContent = ui.cmpFollowupName.textContent = "drop it here";
+    runCompare({ pick: b }, f, { baseline: displayName(b), followup: displayName(f) });
   }
 }
 
@@ -495,6 +739,36 @@ function wireInput() {
       if (picked.length) runPicked(async () => picked);
     });
   }
+  for (const [input, which] of [[ui.cmpBaseline, "baseline"], [ui.cmpFollowup, "followup"]]) {
+    input.addEventListener("change", () => {
+      const picked = inputFiles(input.files ?? []);
+      input.value = "";
+      fillSlot(which, picked);
+    });
+    const slot = input.closest(".slot");
+    for (const ev of ["dragenter", "dragover"]) {
+      slot.addEventListener(ev, (e) => {
+        e.preventDefault();
+        slot.classList.add("over");
+      });
+    }
+    for (const ev of ["dragleave", "drop"]) slot.addEventListener(ev, () => slot.classList.remove("over"));
+    slot.addEventListener("drop", async (e) => {
+      e.preventDefault();
+      // Taken now: the drop's item list is emptied once this handler returns.
+      const pick = droppedEntries(e.dataTransfer);
+      try {
+        fillSlot(which, await pick());
+      } catch (err) {
+        showError(`the dropped files could not be listed (${err.message})`);
+      }
+    });
+  }
+  ui.followupFile.addEventListener("change", () => {
+    const picked = inputFiles(ui.followupFile.files ?? []);
+    ui.followupFile.value = "";
+    if (picked.length && current) runCompare({ last: true }, picked, { baseline: current.name, followup: displayName(picked) });
+  });
   ui.sample.addEventListener("click", runSample);
   ui.cancel.addEventListener("click", () => abort?.abort());
   for (const ev of ["dragenter", "dragover"]) {
@@ -523,14 +797,22 @@ const SHORTCUTS = Object.freeze({
   f: () => chooseTool(Tool.FILL),
   "[": () => stepPen(-1),
   "]": () => stepPen(1),
-  1: () => viewer.setLayout("axial"),
-  2: () => viewer.setLayout("coronal"),
-  3: () => viewer.setLayout("sagittal"),
-  4: () => viewer.setLayout("multi"),
-  5: () => viewer.setLayout("render"),
+  1: () => setLayout("axial"),
+  2: () => setLayout("coronal"),
+  3: () => setLayout("sagittal"),
+  4: () => setLayout("multi"),
+  5: () => setLayout("render"),
 });
 
+/** The same layout in both views (the follow-up's only shows in a comparison). */
+function setLayout(name) {
+  viewer.setLayout(name);
+  followupViewer.setLayout(name);
+}
+
 function chooseTool(tool) {
+  // A comparison's views are read-only: edit the baseline before adding the follow-up.
+  if (document.body.dataset.mode === "compare") tool = Tool.NAVIGATE;
   viewer.setTool(tool);
   for (const b of document.querySelectorAll("[data-tool]")) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
 }
@@ -545,18 +827,26 @@ function wireViewer() {
     ui.winC.value = String(c);
     ui.winW.value = String(w);
     viewer.setWindow(c, w);
+    followupViewer.setWindow(c, w);
   };
   for (const b of document.querySelectorAll("[data-preset]")) {
     b.addEventListener("click", () => applyWindow(...PRESETS[b.dataset.preset]));
   }
-  const manual = () => viewer.setWindow(Number(ui.winC.value), Number(ui.winW.value));
+  const manual = () => {
+    viewer.setWindow(Number(ui.winC.value), Number(ui.winW.value));
+    followupViewer.setWindow(Number(ui.winC.value), Number(ui.winW.value));
+  };
   ui.winC.addEventListener("input", manual);
   ui.winW.addEventListener("input", manual);
-  const overlay = () => viewer.setOverlay({ visible: ui.ovOn.checked, opacity: Number(ui.ovAlpha.value) });
+  const overlay = () => {
+    for (const v of [viewer, followupViewer]) v.setOverlay({ visible: ui.ovOn.checked, opacity: Number(ui.ovAlpha.value) });
+  };
   ui.ovOn.addEventListener("change", overlay);
   ui.ovAlpha.addEventListener("input", overlay);
-  for (const b of document.querySelectorAll("[data-layout]")) b.addEventListener("click", () => viewer.setLayout(b.dataset.layout));
-  for (const b of document.querySelectorAll("[data-zoom]")) b.addEventListener("click", () => viewer.zoom(Number(b.dataset.zoom)));
+  for (const b of document.querySelectorAll("[data-layout]")) b.addEventListener("click", () => setLayout(b.dataset.layout));
+  for (const b of document.querySelectorAll("[data-zoom]")) {
+    b.addEventListener("click", () => [viewer, followupViewer].forEach((v) => v.zoom(Number(b.dataset.zoom))));
+  }
   for (const b of document.querySelectorAll("[data-tool]")) b.addEventListener("click", () => chooseTool(b.dataset.tool));
   ui.penMm.addEventListener("input", () => viewer.setPenMm(Number(ui.penMm.value)));
   ui.undo.addEventListener("click", () => viewer.undo() && updateUndo());
@@ -566,8 +856,15 @@ function wireViewer() {
     if (e.key === "Enter") signOff();
   });
   viewer.onEdit = onEdit;
-  viewer.onCursor = ({ vox, hu }) => {
+  // In a comparison the views follow each other through the registration: a move in one (a
+  // click, the wheel, a row of the table) puts the other's crosshair on the same anatomy.
+  viewer.onCursor = ({ vox, hu, mm, linked }) => {
     ui.cursor.textContent = `voxel (${vox.join(", ")}) ${Math.round(hu)} HU`;
+    if (comparing && !linked) followupViewer.goToMm(apply(comparing.toFollowup, mm));
+  };
+  followupViewer.onCursor = ({ vox, hu, mm, linked }) => {
+    ui.cursorFollowup.textContent = `voxel (${vox.join(", ")}) ${Math.round(hu)} HU`;
+    if (comparing && !linked) viewer.goToMm(apply(comparing.toBaseline, mm));
   };
   document.addEventListener("keydown", (e) => {
     if (ui.viewerPanel.hidden || e.target.closest?.("input, select, textarea")) return;

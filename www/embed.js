@@ -5,6 +5,8 @@
 //   // report: what `ichnet segment --json` prints (volume_ml, abc2, ...) plus the browser's fields;
 //   // mask_nifti: Uint8Array, .nii.gz in the input's grid. The shape is documented in protocol.js.
 //   const signed = await signOff({ reader: "A. Reader" });   // the reader accepts the result as is
+//   const { report: growth } = await compare(baselineBytes, followupBytes);   // issue 15: expansion
+//   // growth.comparison: { baseline_ml, followup_ml, delta_ml, delta_percent, expansion, verdict, ... }
 //   // signed.report.review: { model_volume_ml, final_volume_ml, edited_voxels, reader, signed_at, ... }
 //
 // Everything runs in a module worker served from the same place as this file; the scan never
@@ -63,13 +65,6 @@ export class Segmenter {
     );
   }
 
-  /** The last result's scan as .nii.gz on its own grid (for a viewer that cannot read the input). */
-  scanNifti() {
-    const last = this.#last;
-    if (!last || !this.#worker) return Promise.reject(new Error("there is no result: segment a scan first"));
-    return this.#ask({ type: ToWorker.SCAN, id: last.id }, FromWorker.SCAN).then((msg) => msg.bytes);
-  }
-
   /** One request/answer with the worker, matched by `req` (answers can arrive in any order). */
   #ask(msg, answer, transfer = []) {
     const worker = this.#worker;
@@ -97,14 +92,69 @@ export class Segmenter {
    * (with `error.series` when the files hold several DICOM series and none was chosen).
    */
   run(files, { onProgress, onVolume, signal, ...options } = {}) {
+    let volume = null;
+    if (!this.#busy) this.#last = null;
+    const msg = { type: ToWorker.SEGMENT, files, options: { backend: Backend.AUTO, ...options } };
+    return this.#job(msg, files.map((f) => f.bytes), FromWorker.RESULT, {
+      onProgress,
+      signal,
+      onVolume: (m) => {
+        volume = m;
+        onVolume?.(m);
+      },
+    }).then(({ id, msg: m }) => {
+      this.#last = { id, report: m.report };
+      const result = { report: m.report, mask_nifti: m.mask_nifti, mask: m.mask, volume };
+      if (m.mask_seg) result.mask_seg = m.mask_seg;
+      return result;
+    });
+  }
+
+  /**
+   * Compare a follow-up with its baseline (issue 15). `baseline`: files as `run` takes them, or
+   * null for the last result (the page's "add follow-up": it is not segmented again, and
+   * `baselineMask`, the reader's mask of it in file order, is compared instead of the model's
+   * when given). `followup`: files. Buffers transferred. `options`: the segmentation options
+   * (both scans get the same) plus `similarity` ("mi" | "ncc"). Progress and volume messages
+   * carry `scan` ("baseline" | "followup"). Resolves with the `COMPARED` message of protocol.js
+   * (`report`: `ichnet compare --json`'s; `baseline`, `followup`: each scan's result with its
+   * `id`, `mask` and `mask_nifti`; the follow-up's mask on the baseline's grid; the two world
+   * maps); rejects with a sentence naming the scan it is about.
+   */
+  compare(baseline, followup, { onProgress, onVolume, signal, baselineMask = null, ...options } = {}) {
+    const last = this.#last;
+    if (baseline === null && (!last || !this.#worker)) {
+      return Promise.reject(new Error("there is no result to add a follow-up to: segment the baseline first"));
+    }
+    const transfer = [...(baseline ?? []).map((f) => f.bytes), ...followup.map((f) => f.bytes)];
+    if (baselineMask) transfer.push(baselineMask.buffer);
+    const msg = {
+      type: ToWorker.COMPARE,
+      baseline: baseline === null ? { result: last.id } : { files: baseline },
+      followup: { files: followup },
+      baseline_mask: baselineMask,
+      options: { backend: Backend.AUTO, ...options },
+    };
+    // Fresh files replace every open result in the worker.
+    if (baseline !== null && !this.#busy) this.#last = null;
+    return this.#job(msg, transfer, FromWorker.COMPARED, { onProgress, onVolume, signal }).then(({ msg: m }) => {
+      // The baseline stays the result a sign-off is about.
+      this.#last = { id: m.baseline.id, report: m.baseline.report };
+      return m;
+    });
+  }
+
+  /**
+   * One job in the worker (`msg` gets its `id`): progress and volume messages until `answer` or
+   * an error; an abort (or a worker that fails to start) terminates the worker.
+   */
+  #job(msg, transfer, answer, { onProgress, onVolume, signal }) {
     if (signal?.aborted) return Promise.reject(abortError());
     if (this.#busy) return Promise.reject(new Error("a segmentation is already running; cancel it first"));
     const worker = this.#ensureWorker();
     const id = this.#nextId++;
     this.#busy = true;
-    this.#last = null;
     return new Promise((resolve, reject) => {
-      let volume = null;
       const done = () => {
         worker.removeEventListener("message", onMessage);
         worker.removeEventListener("error", onError);
@@ -112,29 +162,24 @@ export class Segmenter {
         this.#busy = false;
       };
       const onMessage = (event) => {
-        const msg = event.data;
-        if (msg.id !== id || msg.req !== undefined) return;
-        switch (msg.type) {
+        const m = event.data;
+        if (m.id !== id || m.req !== undefined) return;
+        switch (m.type) {
           case FromWorker.PROGRESS:
-            onProgress?.({ stage: msg.stage, index: msg.index, count: msg.count, done: msg.done, total: msg.total });
+            onProgress?.({ stage: m.stage, index: m.index, count: m.count, done: m.done, total: m.total, ...(m.scan ? { scan: m.scan } : {}) });
             break;
           case FromWorker.VOLUME:
-            volume = msg;
-            onVolume?.(msg);
+            onVolume?.(m);
             break;
-          case FromWorker.RESULT: {
+          case answer:
             done();
-            this.#last = { id, report: msg.report };
-            const result = { report: msg.report, mask_nifti: msg.mask_nifti, mask: msg.mask, volume };
-            if (msg.mask_seg) result.mask_seg = msg.mask_seg;
-            resolve(result);
+            resolve({ id, msg: m });
             break;
-          }
           case FromWorker.ERROR: {
             done();
-            if (msg.fatal) this.terminate();
-            const error = new Error(msg.message);
-            if (msg.series) error.series = msg.series;
+            if (m.fatal) this.terminate();
+            const error = new Error(m.message);
+            if (m.series) error.series = m.series;
             reject(error);
             break;
           }
@@ -153,11 +198,14 @@ export class Segmenter {
       worker.addEventListener("message", onMessage);
       worker.addEventListener("error", onError);
       signal?.addEventListener("abort", onAbort, { once: true });
-      worker.postMessage(
-        { type: ToWorker.SEGMENT, id, files, options: { backend: Backend.AUTO, ...options } },
-        files.map((f) => f.bytes),
-      );
+      worker.postMessage({ ...msg, id }, transfer);
     });
+  }
+
+  /** The scan of a result (the last, or the one with `id`: a comparison's follow-up) as .nii.gz on its own grid. */
+  scanNifti(id = this.#last?.id) {
+    if (id === undefined || !this.#worker) return Promise.reject(new Error("there is no result: segment a scan first"));
+    return this.#ask({ type: ToWorker.SCAN, id }, FromWorker.SCAN).then((m) => m.bytes);
   }
 }
 
@@ -214,4 +262,33 @@ export async function signOff({ reader, mask = null } = {}) {
   if (!shared) throw new Error("there is no result to sign: call segment() first");
   if (typeof reader !== "string") throw new Error("a sign-off needs the reader's name or initials");
   return shared.review(mask ? new Uint8Array(mask) : null, { reader });
+}
+
+/**
+ * Compare a follow-up head CT with its baseline (issue 15): both are segmented in the worker,
+ * each on its own grid exactly as `segment()` does, the follow-up is registered to the baseline
+ * (rigid) and the core compares the two masks, as `ichnet compare` does.
+ *
+ * `baseline`, `followup`: what `segment()` takes (NIfTI bytes, or a list of `File`s or
+ * `{ name, bytes }`); bytes are copied. Options: `onProgress({ stage, index, count, done, total,
+ * scan })` (`scan`: "baseline" | "followup" while segmenting; stage "register" then), `signal`,
+ * `baselineName`, `followupName`, the segmentation options of `segment()` (both scans get the
+ * same) and `similarity` ("mi", the default, | "ncc"), as `ichnet compare --similarity`.
+ *
+ * Resolves with the comparison of protocol.js: `{ report, baseline: { report, mask_nifti },
+ * followup: { report, mask_nifti }, followup_in_baseline_nifti }`, `report` being what `ichnet
+ * compare --json` prints (plus `masks`); rejects with a sentence that names the scan it is
+ * about (or an AbortError).
+ */
+export async function compare(baseline, followup, { baselineName = "baseline.nii.gz", followupName = "followup.nii.gz", ...options } = {}) {
+  const [b, f] = await Promise.all([toFiles(baseline, baselineName), toFiles(followup, followupName)]);
+  shared ??= new Segmenter();
+  const m = await shared.compare(b, f, options);
+  const result = ({ report, mask_nifti }) => ({ report, mask_nifti });
+  return {
+    report: m.report,
+    baseline: result(m.baseline),
+    followup: result(m.followup),
+    followup_in_baseline_nifti: m.followup_in_baseline_nifti,
+  };
 }

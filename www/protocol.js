@@ -52,6 +52,32 @@
  * `reader` is the reader's own name or initials (the sign-off); no patient identity is in it.
  */
 
+/**
+ * The comparison of a baseline and a follow-up (issue 15), one shape for the ES module's
+ * `compare()` and `Segmenter.compare`:
+ *
+ *   { report, baseline: { report, mask_nifti }, followup: { report, mask_nifti },
+ *     followup_in_baseline_nifti: Uint8Array (.nii.gz: the follow-up's mask resampled onto the
+ *                                  baseline's grid through the registration; display only) }
+ *
+ * `report` is exactly what `ichnet compare --json` prints: `{ comparison, baseline, followup,
+ * seconds }`. `comparison`: baseline_ml, followup_ml, delta_ml, delta_percent, expansion
+ * ({ expanded, growth_ml, relative, ... } and its criteria: ≥ 6 mL, ≥ 33 %; ≥ 12.5 mL reported
+ * beside), verdict (a sentence), haematomas ([{ id, status: "persisting" | "new" |
+ * "disappeared", baseline_ml, followup_ml, delta_ml, delta_percent, expansion, components,
+ * centre_mm }]), new, disappeared (ids), registration ({ transform: { angles_deg,
+ * translation_mm, centre_mm }, similarity, quality: { ncc, fov_overlap, brain_overlap, poor,
+ * reason }, levels }). `baseline` / `followup`: each scan's result report (the result above,
+ * each segmented on its own grid exactly as a single scan is). `seconds`: segment_baseline,
+ * segment_followup, register_and_compare, by the browser's clock. Plus one browser field:
+ * `masks: { baseline, followup }`, "model" or "reader": whose mask each figure is (the page
+ * compares the reader's current mask when the reader edited the baseline before adding the
+ * follow-up; the ES module always compares the model's).
+ *
+ * Comparison options: the segmentation options above (both scans get the same), plus
+ * `similarity`: "mi" (mutual information, default) | "ncc", as `ichnet compare --similarity`.
+ */
+
 /** Messages to the worker. */
 export const ToWorker = Object.freeze({
   /**
@@ -74,17 +100,28 @@ export const ToWorker = Object.freeze({
   REVIEW: "review",
   /** `{ type, id, req }`: the scan of result `id` as NIfTI on its own grid (`FromWorker.SCAN`). */
   SCAN: "scan",
+  /**
+   * `{ type, id, baseline: { files } | { result: ID }, followup: { files }, baseline_mask:
+   * Uint8Array | null, options }`: segment the scans given as files (each as `SEGMENT` would:
+   * progress and volume messages carry `scan: "baseline" | "followup"`), register the follow-up
+   * to the baseline and compare them. `{ result: ID }` reuses a result still open for review (the
+   * page's "add follow-up"); `baseline_mask` (file order, 0/1) is the reader's mask of it, null
+   * for the model's. Buffers transferred. Answered by `FromWorker.COMPARED` (or `ERROR`, whose
+   * message names the scan it is about).
+   */
+  COMPARE: "compare",
 });
 
 /** Messages from the worker. */
 export const FromWorker = Object.freeze({
   /**
-   * `{ type, id, stage, index, count, done, total }`: `stage` is the core's stage name (or
-   * `Stage.LOADING` / `Stage.DONE`), stage `index` of `count`, `done`/`total` units within it.
+   * `{ type, id, stage, index, count, done, total, scan? }`: `stage` is the core's stage name (or
+   * `Stage.LOADING` / `Stage.REGISTER` / `Stage.DONE`), stage `index` of `count`, `done`/`total`
+   * units within it; `scan` (`Scan.BASELINE` / `Scan.FOLLOWUP`) in a comparison.
    */
   PROGRESS: "progress",
   /**
-   * `{ type, id, info, warnings, dims: [nz, ny, nx], spacing: [z, y, x], hu: Float32Array }`
+   * `{ type, id, info, warnings, dims: [nz, ny, nx], spacing: [z, y, x], hu: Float32Array, scan? }`
    * (buffer transferred): the scan, read and in canonical order, so the viewer can show it while
    * the network runs. `info` is `ichnet info --json`.
    */
@@ -103,6 +140,15 @@ export const FromWorker = Object.freeze({
   REVIEWED: "reviewed",
   /** `{ type, id, req, bytes: Uint8Array }`: the scan as .nii.gz on its own grid. */
   SCAN: "scan",
+  /**
+   * `{ type, id, report, baseline, followup, followup_in_baseline: Uint8Array (the follow-up's
+   * mask on the baseline's grid, baseline file order, 0/1), followup_in_baseline_nifti,
+   * baseline_to_followup, followup_to_baseline }`: `report` as "The comparison" above;
+   * `baseline` / `followup`: `{ id, report, mask, mask_nifti, mask_seg? }` as `RESULT` (`id`:
+   * the key `REVIEW` and `SCAN` take for that scan); the two maps: world (RAS+ mm) to world,
+   * 4×4 affines row by row (16 numbers), for linked views. Buffers transferred.
+   */
+  COMPARED: "compared",
   /** `{ type, id, probs: Float32Array, memory }` from a helper: one batch's probabilities, its wasm memory. */
   BATCH: "batch",
   /**
@@ -120,7 +166,15 @@ export const FromWorker = Object.freeze({
  */
 export const Stage = Object.freeze({
   LOADING: "loading",
+  /** A comparison's registration of the follow-up to the baseline, and the comparison. */
+  REGISTER: "register",
   DONE: "done",
+});
+
+/** Which scan of a comparison a progress or volume message is about (`scan` field). */
+export const Scan = Object.freeze({
+  BASELINE: "baseline",
+  FOLLOWUP: "followup",
 });
 
 /** Backend choices a caller may ask for; "auto" tries WebGPU and falls back to the CPU. */

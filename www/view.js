@@ -44,6 +44,12 @@ function timed(promise) {
 /** The mask's label in the drawing layer (NiiVue's first drawing colour, red). */
 const BLOOD = 1;
 
+/**
+ * Labels of a comparison's overlay on the baseline (NiiVue's drawing colours): blood on both
+ * scans red, on the follow-up only (new) yellow, on the baseline only (resolved) cyan.
+ */
+export const Growth = Object.freeze({ PERSISTING: 1, NEW: 4, RESOLVED: 5 });
+
 export class ScanView {
   /** The NiiVue instance and module, once started (`#start`). */
   #nv = null;
@@ -58,9 +64,14 @@ export class ScanView {
   #opacity = 0.5;
   #visible = true;
   #ready;
+  /** Set while the crosshair is moved by `goToMm` (a linked view following another). */
+  #following = false;
   /** Called after every edit, undo and redo with the mask in file order. */
   onEdit = null;
-  /** Called with `{ vox: [i, j, k] (RAS grid), hu, text }` when the crosshair moves. */
+  /**
+   * Called with `{ vox: [i, j, k] (RAS grid), hu, mm: [x, y, z] (world, RAS+ mm), text, linked }`
+   * when the crosshair moves; `linked` when `goToMm` moved it (another view leads).
+   */
   onCursor = null;
 
   constructor(canvas) {
@@ -100,7 +111,7 @@ export class ScanView {
       nv.onLocationChange = (data) => {
         const v = data?.values?.[0];
         if (!v) return;
-        this.onCursor?.({ vox: v.vox, hu: v.value, text: data.string });
+        this.onCursor?.({ vox: v.vox, hu: v.value, mm: Array.from(data.mm.slice(0, 3)), text: data.string, linked: this.#following });
       };
       // NiiVue calls this after each finished stroke (pen, erase, filled outline).
       nv.onDrawingChanged = (action) => {
@@ -161,26 +172,40 @@ export class ScanView {
 
   /** Show `mask` (file order, 0/1) as the drawing; the undo history starts from it. */
   setMask(mask) {
+    this.#setDrawing(mask, "mask", false);
+  }
+
+  /**
+   * Show labels (file order, values of `Growth`) as the drawing, read-only: a comparison's
+   * overlay. Editing is off until the next `setMask`.
+   */
+  setLabels(labels) {
+    this.setTool(Tool.NAVIGATE);
+    this.#setDrawing(labels, "overlay", true);
+  }
+
+  /**
+   * The drawing from `file` (file order): 0/1 as blood (editable, the undo history starts from
+   * it), or its labels as they are (read-only). Timed as the viewer's work.
+   */
+  #setDrawing(file, what, labels) {
     const t0 = performance.now();
     try {
-      this.#setMask(mask);
+      const nv = this.#nv;
+      if (!nv?.back) return;
+      if (!nv.drawBitmap) nv.createEmptyDrawing();
+      if (file.length !== this.voxelCount) throw new Error(`the ${what} has ${file.length} voxels, the scan ${this.voxelCount}`);
+      const ras = new Uint8Array(file.length);
+      this.#walk((r, native) => (ras[r] = labels ? file[native] : file[native] ? BLOOD : 0));
+      nv.drawBitmap.set(ras);
+      this.#shown = labels ? null : ras;
+      this.#undo = [];
+      this.#redo = [];
+      nv.refreshDrawing(true);
+      this.#applyOverlay();
     } finally {
       performance.measure(VIEWER_WORK, { start: t0 });
     }
-  }
-
-  #setMask(mask) {
-    const nv = this.#nv;
-    if (!nv?.back) return;
-    if (!nv.drawBitmap) nv.createEmptyDrawing();
-    if (mask.length !== this.voxelCount) throw new Error(`the mask has ${mask.length} voxels, the scan ${this.voxelCount}`);
-    const ras = this.#fileToRas(mask);
-    nv.drawBitmap.set(ras);
-    this.#shown = ras;
-    this.#undo = [];
-    this.#redo = [];
-    nv.refreshDrawing(true);
-    this.#applyOverlay();
   }
 
   /** The drawing now, in file order (0/1). */
@@ -230,6 +255,31 @@ export class ScanView {
     if (!nv?.back) return;
     nv.scene.crosshairPos = nv.vox2frac(vox);
     nv.createOnLocationChange?.();
+    nv.drawScene();
+  }
+
+  /** The crosshair in world coordinates (RAS+ mm, the file's qform/sform), or null. */
+  get crosshairMm() {
+    const nv = this.#nv;
+    if (!nv?.back) return null;
+    return Array.from(nv.frac2mm(nv.scene.crosshairPos, 0, true).slice(0, 3));
+  }
+
+  /**
+   * Move the crosshair to a world point (RAS+ mm; clamped to the volume): how a linked view
+   * follows another. The cursor callback then says `linked`, so it is not echoed back.
+   */
+  goToMm(mm) {
+    const nv = this.#nv;
+    if (!nv?.back) return;
+    const frac = Array.from(nv.mm2frac(mm, 0, true)).slice(0, 3).map((f) => Math.min(1, Math.max(0, f)));
+    nv.scene.crosshairPos = frac;
+    this.#following = true;
+    try {
+      nv.createOnLocationChange?.();
+    } finally {
+      this.#following = false;
+    }
     nv.drawScene();
   }
 
@@ -344,12 +394,6 @@ export class ScanView {
         for (let rx = 0; rx < d[1]; rx++) visit(ras++, start[0] + rx * step[0] + yi + zi);
       }
     }
-  }
-
-  #fileToRas(file) {
-    const out = new Uint8Array(file.length);
-    this.#walk((ras, native) => (out[ras] = file[native] ? BLOOD : 0));
-    return out;
   }
 
   #rasToFile(ras) {

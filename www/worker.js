@@ -11,7 +11,7 @@
 // Everything that crosses to the page is either small JSON or a transferred ArrayBuffer.
 
 import init, * as core from "./pkg/ichnet.js";
-import { Backend, FromWorker, Stage, ToWorker } from "./protocol.js";
+import { Backend, FromWorker, Scan, Stage, ToWorker } from "./protocol.js";
 
 const WEIGHTS_URL = new URL("weights/ichnet.bpk", import.meta.url);
 const WORKER_URL = new URL("worker.js", import.meta.url);
@@ -40,10 +40,12 @@ let helpers = null;
 /** Largest wasm memory a helper reported (its peak: wasm memory never shrinks). */
 let helperMemory = 0;
 /**
- * The last result under review (`core.Review`: the scan and the model's mask), with its job id:
- * the reader's edits are measured against it until the next scan replaces it.
+ * Results under review, by key (a job id; `ID/baseline` and `ID/followup` for a comparison's
+ * scans): `{ review: core.Review (the scan, its brain and the model's mask), report, maskNifti,
+ * ms }`. The reader's edits are measured against them until the next job replaces them; a
+ * comparison's "add follow-up" reuses one as its baseline.
  */
-let review = null;
+const results = new Map();
 
 function post(msg, transfer = []) {
   self.postMessage(msg, transfer);
@@ -219,35 +221,39 @@ function seriesChoice(files, series) {
   }
 }
 
-async function segment({ id, files, options = {} }) {
+/**
+ * One scan's job, before any stage: the options split into the page's and the core's, and the
+ * job made from the files (bad options are refused here, before any work, with the core's
+ * sentence). What the user gave is routed by content as `ichnet segment DIR_OR_FILES…` does: one
+ * NIfTI, a .hdr with its .img, the files of a DICOM folder, or a .zip of a study. The caller
+ * frees `scan.job` (a worker serves many scans).
+ */
+function openScan(files, options, extra = {}) {
   const { backend = Backend.AUTO, workers: maxWorkers = MAX_WORKERS, series = null, ...coreOptions } = options;
-  const progress = (stage, index, count, done = 0, total = 0) =>
-    post({ type: FromWorker.PROGRESS, id, stage, index, count, done, total });
-  progress(Stage.LOADING, 0, 1);
-  await loadCore();
-  // One result under review at a time: the previous one's scan leaves wasm memory now.
-  review?.review.free();
-  review = null;
+  const job = core.Job.files(files.map((f) => f.name), files.map((f) => new Uint8Array(f.bytes)), series ?? undefined, JSON.stringify(coreOptions));
+  return {
+    job, files, series, backend, maxWorkers, extra,
+    stages: job.stages(), next: 0, timings: [], browserTimings: [], entry: null, workers: 1, volumePosted: false, ms: 0,
+  };
+}
 
-  // Bad options are refused here, before any work, with the core's sentence.
-  // What the user gave, routed by content as `ichnet segment DIR_OR_FILES…` does: one NIfTI, a
-  // .hdr with its .img, the files of a DICOM folder, or a .zip of a study.
-  const optionsJson = JSON.stringify(coreOptions);
-  const job = core.Job.files(files.map((f) => f.name), files.map((f) => new Uint8Array(f.bytes)), series ?? undefined, optionsJson);
-  // Whatever happens, the job's wasm memory is released (a worker serves many scans).
+/**
+ * The scan's stages up to (not including) `until`, in the core's order, each timed by the
+ * browser's clock; `progress(stage, index, count, done, total)`. The scan goes to the page once
+ * read (`VOLUME`, with `scan.extra`'s fields).
+ */
+async function runStages(scan, progress, until = scan.stages.length) {
+  const { job, stages, timings, browserTimings, backend, maxWorkers } = scan;
+  const t0 = performance.now();
   try {
-    const stages = job.stages();
-    const timings = [];
-    const browserTimings = [];
-    let entry = null;
-    let workers = 1;
-    let volumePosted = false;
-    for (const [index, stage] of stages.entries()) {
+    for (; scan.next < until; scan.next++) {
+      const index = scan.next;
+      const stage = stages[index];
       progress(stage, index, stages.length);
       if (core.Job.isBatched(stage)) {
         // The engine (weights, WebGPU device and its known-answer check) is loaded on first use.
         let t = performance.now();
-        entry = await engineFor(backend);
+        let entry = await engineFor(backend);
         browserTimings.push({ stage: "engine", ms: since(t) });
         const shape = Array.from(job.batchShape(0));
         const key = shape.join("x");
@@ -261,7 +267,7 @@ async function segment({ id, files, options = {} }) {
         }
         t = performance.now();
         try {
-          workers = await runNetwork(job, entry, maxWorkers, (done, total) => progress(stage, index, stages.length, done, total));
+          scan.workers = await runNetwork(job, entry, maxWorkers, (done, total) => progress(stage, index, stages.length, done, total));
         } catch (e) {
           // A lost GPU device (driver reset, tab backgrounded on some systems) must not lose the
           // scan: redo the network on the CPU, and say so in the report.
@@ -269,68 +275,251 @@ async function segment({ id, files, options = {} }) {
           gpuRefusal = `the WebGPU device failed during the network (${e.message}); finished on the CPU`;
           engines.delete(Backend.AUTO);
           entry = { ...(await engineFor(Backend.CPU)), note: gpuRefusal };
-          workers = await runNetwork(job, entry, maxWorkers, (done, total) => progress(stage, index, stages.length, done, total));
+          scan.workers = await runNetwork(job, entry, maxWorkers, (done, total) => progress(stage, index, stages.length, done, total));
         }
+        scan.entry = entry;
         timings.push({ stage, ms: since(t) });
       } else {
         const t = performance.now();
         try {
           job.run(stage);
         } catch (e) {
-          const list = index === 0 ? seriesChoice(files, series) : null;
+          const list = index === 0 ? seriesChoice(scan.files, scan.series) : null;
           if (list) throw Object.assign(new Error(e.message), { series: list });
           throw e;
         }
         timings.push({ stage, ms: since(t) });
       }
-      if (!volumePosted && job.hasScan()) {
-        postVolume(id, job);
-        volumePosted = true;
+      if (!scan.volumePosted && job.hasScan()) {
+        postVolume(job, scan.extra);
+        scan.volumePosted = true;
       }
     }
-
-    // The CLI's report (`ichnet segment --json`), its stage timings measured by the browser's
-    // clock (wasm has none), plus what only the browser knows.
-    const out = job.takeOutput();
-    const report = JSON.parse(out.reportJson());
-    report.timings = timings;
-    report.backend = entry?.label ?? null;
-    if (entry?.note) report.backend_note = entry.note;
-    if (core.Engine.gpuLost()) report.backend_note = `${report.backend_note ?? ""} (the WebGPU device was lost)`.trim();
-    report.workers = workers;
-    // Wasm memory never shrinks, so its size now is the peak of this worker's life.
-    report.wasm_memory_bytes = wasm?.memory?.buffer?.byteLength ?? null;
-    if (workers > 1) report.helper_wasm_memory_bytes = helperMemory;
-    report.browser_timings = browserTimings;
-    if (entry?.engine.isGpu()) {
-      report.known_answer = { max_diff: entry.engine.knownAnswerDiff(), tolerance: core.Engine.knownAnswerTolerance() };
-    }
-    const maskNifti = out.maskNifti();
-    const maskSeg = out.maskSeg();
-    // The result stays here for the reader's review: edits are measured against it.
-    review = { id, review: out.takeReview() };
-    out.free();
-    const mask = review.review.modelMask();
-    progress(Stage.DONE, stages.length, stages.length);
-    const result = { type: FromWorker.RESULT, id, report, mask, mask_nifti: maskNifti };
-    const transfer = [mask.buffer, maskNifti.buffer];
-    if (maskSeg.length > 0) {
-      result.mask_seg = maskSeg;
-      transfer.push(maskSeg.buffer);
-    }
-    post(result, transfer);
   } finally {
-    job.free();
+    scan.ms += performance.now() - t0;
+  }
+}
+
+/**
+ * The rest of the scan's stages, then its result, its review kept open for the reader's edits
+ * under `key`: `{ report, review, mask, maskNifti, maskSeg, ms }`.
+ */
+async function finishScan(key, scan, progress) {
+  await runStages(scan, progress);
+  const t0 = performance.now();
+  const { job, entry, workers } = scan;
+  // The CLI's report (`ichnet segment --json`), its stage timings measured by the browser's
+  // clock (wasm has none), plus what only the browser knows.
+  const out = job.takeOutput();
+  const report = JSON.parse(out.reportJson());
+  report.timings = scan.timings;
+  report.backend = entry?.label ?? null;
+  if (entry?.note) report.backend_note = entry.note;
+  if (core.Engine.gpuLost()) report.backend_note = `${report.backend_note ?? ""} (the WebGPU device was lost)`.trim();
+  report.workers = workers;
+  // Wasm memory never shrinks, so its size now is the peak of this worker's life.
+  report.wasm_memory_bytes = wasm?.memory?.buffer?.byteLength ?? null;
+  if (workers > 1) report.helper_wasm_memory_bytes = helperMemory;
+  report.browser_timings = scan.browserTimings;
+  if (entry?.engine.isGpu()) {
+    report.known_answer = { max_diff: entry.engine.knownAnswerDiff(), tolerance: core.Engine.knownAnswerTolerance() };
+  }
+  const maskNifti = out.maskNifti();
+  const maskSeg = out.maskSeg();
+  // The result stays here for the reader's review: edits are measured against it.
+  const review = out.takeReview();
+  out.free();
+  const ms = scan.ms + performance.now() - t0;
+  results.set(key, { review, report, maskNifti: maskNifti.slice(), ms });
+  progress(Stage.DONE, scan.stages.length, scan.stages.length);
+  return { report, review, mask: review.modelMask(), maskNifti, maskSeg, ms };
+}
+
+/** Results still open for review, by key, except those in `keep`, leave wasm memory now. */
+function closeResults(keep = []) {
+  for (const [key, r] of results) {
+    if (keep.includes(key)) continue;
+    r.review.free();
+    results.delete(key);
+  }
+}
+
+/** A result as the page takes it (`RESULT`, or one scan of `COMPARED`), and its buffers. */
+function resultMessage(key, { report, mask, maskNifti, maskSeg }) {
+  const msg = { id: key, report, mask, mask_nifti: maskNifti };
+  const transfer = [mask.buffer, maskNifti.buffer];
+  if (maskSeg?.length > 0) {
+    msg.mask_seg = maskSeg;
+    transfer.push(maskSeg.buffer);
+  }
+  return [msg, transfer];
+}
+
+/** Progress of job `id` (with `scan` in a comparison). */
+const progressOf = (id, scan) => (stage, index, count, done = 0, total = 0) =>
+  post({ type: FromWorker.PROGRESS, id, stage, index, count, done, total, ...(scan ? { scan } : {}) });
+
+async function segment({ id, files, options = {} }) {
+  const progress = progressOf(id);
+  progress(Stage.LOADING, 0, 1);
+  await loadCore();
+  // One result under review at a time: the previous one's scan leaves wasm memory now.
+  closeResults();
+  const scan = openScan(files, options, { id });
+  try {
+    const [msg, transfer] = resultMessage(id, await finishScan(id, scan, progress));
+    post({ type: FromWorker.RESULT, ...msg }, transfer);
+  } finally {
+    scan.job.free();
+  }
+}
+
+/** Whether two lists of files hold the same bytes (the same scan chosen twice). */
+function sameFiles(a, b) {
+  if (a.length !== b.length) return false;
+  return a.every((f, i) => {
+    const x = new Uint8Array(f.bytes);
+    const y = new Uint8Array(b[i].bytes);
+    if (x.length !== y.length) return false;
+    for (let k = 0; k < x.length; k++) if (x[k] !== y[k]) return false;
+    return true;
+  });
+}
+
+/** An error about one scan of a comparison: its sentence says which (a wasm trap stays as it is). */
+function about(scan, e) {
+  if (e instanceof WebAssembly.RuntimeError) return e;
+  const words = scan === Scan.BASELINE ? "the baseline scan" : "the follow-up scan";
+  return Object.assign(new Error(`${words}: ${e?.message ?? e}`), e?.series ? { series: e.series } : {});
+}
+
+/**
+ * A baseline and a follow-up (protocol.js `ToWorker.COMPARE`): each scan given as files is
+ * segmented exactly as a single scan is, on its own grid; the core registers the follow-up to
+ * the baseline and compares the two masks (`core.compare`). The report is `ichnet compare
+ * --json`'s, its seconds by the browser's clock.
+ */
+async function compare({ id, baseline, followup, baseline_mask = null, options = {} }) {
+  post({ type: FromWorker.PROGRESS, id, stage: Stage.LOADING, index: 0, count: 1, done: 0, total: 0 });
+  await loadCore();
+  // The comparison's own option goes to the registration, the rest to each segmentation; both
+  // are checked by the core before any work.
+  const { similarity, ...scanOptions } = options;
+  const registration = JSON.stringify(similarity === undefined ? {} : { similarity });
+  core.checkCompareOptions(registration);
+  const reuse = baseline?.result ?? null;
+  if (reuse !== null && !results.has(reuse)) {
+    throw new Error("the baseline result is no longer open (a newer scan replaced it): open the baseline again");
+  }
+  if (reuse === null && !baseline?.files?.length) throw new Error("no baseline scan was given");
+  if (!followup?.files?.length) throw new Error("no follow-up scan was given");
+  if (reuse === null && sameFiles(baseline.files, followup.files)) {
+    throw new Error("the baseline and the follow-up are the same file: choose the later CT as the follow-up");
+  }
+  closeResults(reuse === null ? [] : [reuse]);
+  // Both scans are read before either is segmented: a follow-up that cannot be read is said at
+  // once, not after the baseline's network and CRF.
+  const open = [];
+  /** `work()` about scan `which`: its error says so. */
+  const step = async (which, work) => {
+    try {
+      return await work();
+    } catch (e) {
+      throw about(which, e);
+    }
+  };
+  const opened = (which, files) =>
+    step(which, async () => {
+      const scan = Object.assign(openScan(files, scanOptions, { id, scan: which }), { which, key: `${id}/${which}` });
+      open.push(scan);
+      return scan;
+    });
+  const read = (scan) => step(scan.which, () => runStages(scan, progressOf(id, scan.which), 1));
+  const finish = async (scan) => ({ key: scan.key, ...(await step(scan.which, () => finishScan(scan.key, scan, progressOf(id, scan.which)))) });
+  try {
+    const b = reuse === null ? await opened(Scan.BASELINE, baseline.files) : null;
+    const f = await opened(Scan.FOLLOWUP, followup.files);
+    if (b) await read(b);
+    await read(f);
+    let base;
+    if (b) {
+      base = await finish(b);
+    } else {
+      const kept = results.get(reuse);
+      base = { key: reuse, report: kept.report, review: kept.review, mask: kept.review.modelMask(), maskNifti: kept.maskNifti.slice(), maskSeg: null, ms: kept.ms };
+    }
+    const follow = await finish(f);
+    await compareScans(id, base, follow, baseline_mask, registration);
+  } finally {
+    for (const scan of open) scan.job.free();
+  }
+}
+
+/** Register and compare two finished scans, and post `COMPARED`. */
+async function compareScans(id, base, follow, baseline_mask, registration) {
+  const progress = progressOf(id);
+  progress(Stage.REGISTER, 0, 1);
+  const t = performance.now();
+  let c;
+  try {
+    c = core.compare(base.review, baseline_mask ?? undefined, follow.review, undefined, registration);
+  } catch (e) {
+    if (e instanceof WebAssembly.RuntimeError) throw e;
+    throw new Error(`the follow-up could not be compared with the baseline: ${e.message}`);
+  }
+  try {
+    const compareMs = performance.now() - t;
+    const { comparison, masks } = JSON.parse(c.reportJson());
+    if (baseline_mask) {
+      // The reader's mask of the baseline: its report is the core's measurement of that mask, as
+      // a sign-off's is.
+      const r = base.review.review(baseline_mask, undefined, undefined);
+      try {
+        base.report = { ...base.report, ...JSON.parse(r.reportJson()) };
+        base.maskNifti = r.maskNifti();
+        base.mask = baseline_mask.slice();
+      } finally {
+        r.free();
+      }
+    }
+    const report = {
+      comparison,
+      baseline: base.report,
+      followup: follow.report,
+      seconds: { segment_baseline: base.ms / 1000, segment_followup: follow.ms / 1000, register_and_compare: compareMs / 1000 },
+      masks,
+    };
+    const [b, bt] = resultMessage(base.key, base);
+    const [f, ft] = resultMessage(follow.key, follow);
+    const inBase = c.followupInBaseline();
+    const inBaseNifti = c.followupInBaselineNifti();
+    progress(Stage.DONE, 1, 1);
+    post(
+      {
+        type: FromWorker.COMPARED,
+        id,
+        report,
+        baseline: b,
+        followup: f,
+        followup_in_baseline: inBase,
+        followup_in_baseline_nifti: inBaseNifti,
+        baseline_to_followup: Array.from(c.baselineToFollowup()),
+        followup_to_baseline: Array.from(c.followupToBaseline()),
+      },
+      [...bt, ...ft, inBase.buffer, inBaseNifti.buffer],
+    );
+  } finally {
+    c.free();
   }
 }
 
 /** The scan goes to the viewer once read, while the rest runs (a copy out of wasm memory, transferred). */
-function postVolume(id, job) {
+function postVolume(job, extra) {
   const hu = job.hu();
   post(
     {
       type: FromWorker.VOLUME,
-      id,
+      ...extra,
       info: JSON.parse(job.infoJson()),
       warnings: job.warnings(),
       dims: Array.from(job.dims()),
@@ -341,15 +530,22 @@ function postVolume(id, job) {
   );
 }
 
+/** The review of result `id`, or a sentence saying it is gone. */
+function openResult(id) {
+  const r = results.get(id);
+  if (!r) throw new Error("this result is no longer open for review (a newer scan replaced it)");
+  return r.review;
+}
+
 /**
  * The reader's review of result `id`: measure an edited mask (file order) with the core's code,
  * or, with `reader` and `signed_at`, sign it. Answers with the report's fields that change with
  * the mask (volume_ml, abc2, haematomas, slices_with_blood), `review`, and the mask file.
  */
 function reviewMask({ id, req, mask = null, reader = null, signed_at = null }) {
-  if (review?.id !== id) throw new Error("this result is no longer open for review (a newer scan replaced it)");
+  const review = openResult(id);
   // No mask: the model's, as it is (a host that signs without editing).
-  const r = review.review.review(mask ?? review.review.modelMask(), reader, signed_at);
+  const r = review.review(mask ?? review.modelMask(), reader, signed_at);
   try {
     const fields = JSON.parse(r.reportJson());
     const maskNifti = r.maskNifti();
@@ -361,8 +557,7 @@ function reviewMask({ id, req, mask = null, reader = null, signed_at = null }) {
 
 /** The scan as NIfTI on its own grid, for a viewer that could not read the input. */
 function scanNifti({ id, req }) {
-  if (review?.id !== id) throw new Error("this result is no longer open for review (a newer scan replaced it)");
-  const bytes = review.review.scanNifti();
+  const bytes = openResult(id).scanNifti();
   post({ type: FromWorker.SCAN, id, req, bytes }, [bytes.buffer]);
 }
 
@@ -381,6 +576,7 @@ self.addEventListener("message", async (event) => {
     [ToWorker.BATCH]: batch,
     [ToWorker.REVIEW]: reviewMask,
     [ToWorker.SCAN]: scanNifti,
+    [ToWorker.COMPARE]: compare,
   }[msg?.type];
   if (!work) return;
   try {

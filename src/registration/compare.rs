@@ -10,9 +10,11 @@
 use std::collections::BTreeMap;
 
 use ndarray::Array3;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Image, Registration, RegistrationConfig, Rigid, V3, affine_apply, affine_mul};
+use super::{
+    Image, Registration, RegistrationConfig, Rigid, Similarity, V3, affine_apply, affine_mul,
+};
 use crate::error::try_filled;
 use crate::metrics::{Expansion, haematoma_expansion};
 use crate::{Error, Result};
@@ -387,6 +389,55 @@ fn resample(
     let mask = Array3::from_shape_vec((bz, by, bx), mask)
         .map_err(|e| Error::InvalidInput(format!("resampled mask: {e}")))?;
     Ok((mask, labels))
+}
+
+/// The comparison's own option as the page and the ES module give it, JSON by the CLI's name:
+/// `{"similarity": "mi" | "ncc"}` (`ichnet compare --similarity`; mutual information when
+/// omitted). An empty string means the defaults; other names and values are refused.
+pub fn config_from_json(json: &str) -> Result<RegistrationConfig> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Options {
+        similarity: Option<String>,
+    }
+    let json = if json.trim().is_empty() { "{}" } else { json };
+    let o: Options = serde_json::from_str(json)
+        .map_err(|e| Error::InvalidInput(format!("the comparison options: {e}")))?;
+    let similarity = match o.similarity.as_deref() {
+        None | Some("mi") => Similarity::MutualInformation,
+        Some("ncc") => Similarity::Ncc,
+        Some(other) => {
+            return Err(Error::InvalidInput(format!(
+                "the comparison options: similarity {other:?} is neither \"mi\" (mutual \
+                 information) nor \"ncc\" (normalised cross-correlation)"
+            )));
+        }
+    };
+    Ok(RegistrationConfig {
+        similarity,
+        ..RegistrationConfig::default()
+    })
+}
+
+#[cfg(test)]
+mod options_tests {
+    use super::*;
+
+    #[test]
+    fn similarity_by_the_cli_names_and_nothing_else() {
+        for (json, want) in [
+            ("", Similarity::MutualInformation),
+            ("{}", Similarity::MutualInformation),
+            (r#"{"similarity":"mi"}"#, Similarity::MutualInformation),
+            (r#"{"similarity":"ncc"}"#, Similarity::Ncc),
+        ] {
+            assert_eq!(config_from_json(json).unwrap().similarity, want, "{json}");
+        }
+        let typo = config_from_json(r#"{"simlarity":"ncc"}"#).unwrap_err();
+        assert!(typo.to_string().contains("simlarity"), "{typo}");
+        let bad = config_from_json(r#"{"similarity":"ssd"}"#).unwrap_err();
+        assert!(bad.to_string().contains("\"ssd\""), "{bad}");
+    }
 }
 
 /// The whole comparison natively: segment both scans with the pipeline (each on its own grid),
