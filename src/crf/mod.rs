@@ -128,6 +128,11 @@ impl Default for CrfConfig {
     }
 }
 
+/// Narrowest kernel width accepted (mm, or HU for the density width).
+const MIN_WIDTH: f32 = 1e-3;
+/// Widest kernel width accepted (mm, or HU).
+const MAX_WIDTH: f32 = 1e4;
+
 impl CrfConfig {
     /// Parse a JSON object of CRF parameters (missing fields keep their defaults), validated.
     pub fn from_json(text: &str) -> Result<Self> {
@@ -154,9 +159,12 @@ impl CrfConfig {
             ("appearance_std_hu", self.appearance_std_hu),
         ];
         for (name, v) in positive {
-            if !(v.is_finite() && v > 0.0) {
+            // A width of a micrometre (or HU) or less filters nothing, one of ten metres spans
+            // any scan: both are typos, not settings.
+            if !(v.is_finite() && (MIN_WIDTH..=MAX_WIDTH).contains(&v)) {
                 return Err(Error::InvalidInput(format!(
-                    "CRF {name} = {v}: a kernel width must be a positive number"
+                    "CRF {name} = {v}: a kernel width must be a number from {MIN_WIDTH} to \
+                     {MAX_WIDTH}"
                 )));
             }
         }
