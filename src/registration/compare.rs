@@ -346,9 +346,27 @@ fn resample(
     let fm = followup.mask;
     let at = |x: usize, y: usize, z: usize| f32::from(u8::from(fm[[z, y, x]] != 0));
     let dims = [fx, fy, fz];
-    for z in 0..bz {
-        for y in 0..by {
-            for x in 0..bx {
+    // Only baseline voxels that can land in the follow-up mask's box need a look: the box of the
+    // eight corners of that box mapped back (an affine map keeps the box's preimage inside it).
+    let back = super::invert(&m)?;
+    let (mut blo, mut bhi) = ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
+    for c in 0..8 {
+        let corner = [0, 1, 2].map(|k| if c >> k & 1 == 0 { lo[k] } else { hi[k] });
+        let q = affine_apply(&back, corner);
+        for k in 0..3 {
+            blo[k] = blo[k].min(q[k]);
+            bhi[k] = bhi[k].max(q[k]);
+        }
+    }
+    let span = |k: usize, n: usize| {
+        let a = blo[k].floor().max(0.0).min(n as f64) as usize;
+        let b = (bhi[k].ceil() + 1.0).max(0.0).min(n as f64) as usize;
+        a..b.max(a)
+    };
+    let (xs, ys, zs) = (span(0, bx), span(1, by), span(2, bz));
+    for z in zs {
+        for y in ys.clone() {
+            for x in xs.clone() {
                 let p = affine_apply(&m, [x as f64, y as f64, z as f64]);
                 if (0..3).any(|k| p[k] < lo[k] || p[k] > hi[k]) {
                     continue;

@@ -314,8 +314,19 @@ pub fn register(
     let mut levels = Vec::new();
     let mut coarse_levels: Vec<f64> = cfg.levels_mm.clone();
     coarse_levels.retain(|h| h.is_finite() && *h > 0.0);
-    let fixed_native = Native::new(&baseline, cfg.window_hu)?;
-    let moving_native = Native::new(&followup, cfg.window_hu)?;
+    let mut natives = crate::parallel::map_ranges(2, 2, |r| {
+        Native::new(
+            if r.start == 0 { &baseline } else { &followup },
+            cfg.window_hu,
+        )
+    })
+    .into_iter();
+    let (Some(fixed_native), Some(moving_native)) = (natives.next(), natives.next()) else {
+        return Err(Error::Registration(
+            "internal error: the two scans' grids were not built".into(),
+        ));
+    };
+    let (fixed_native, moving_native) = (fixed_native?, moving_native?);
     let mut fixed_region: Option<(Grid, Vec<u8>)> = None;
     for (li, &h) in coarse_levels.iter().enumerate() {
         let (fg, fbrain) = iso_grid(&baseline, &fixed_native, h, cfg)?;
@@ -373,7 +384,9 @@ pub fn register(
     if cfg.native_level || coarse_levels.is_empty() {
         let pts = native_points(&baseline, fixed_region.as_ref(), cfg)?;
         let finest = coarse_levels.last().copied().unwrap_or(2.0);
-        let (p, c, e) = compass(&pts, &moving, c_fixed, cfg, params, finest / 4.0, 0.05);
+        // Down to 0.1 mm steps (rotations: 0.1 mm at RADIUS_MM): a tenth of the 1 mm target;
+        // each halving below costs as much as the one before on the scan's full-size grid.
+        let (p, c, e) = compass(&pts, &moving, c_fixed, cfg, params, finest / 4.0, 0.1);
         params = p;
         levels.push(Level {
             spacing_mm: 0.0,
@@ -463,9 +476,6 @@ fn iso_grid(
     }
     let dims = [0, 1, 2].map(|k| ((hi[k] - lo[k]) / h).ceil() as usize + 1);
     let cells = dims[0] * dims[1] * dims[2];
-    let mut sum = try_filled(cells, 0f32, "a registration grid")?;
-    let mut count = try_filled(cells, 0u16, "a registration grid")?;
-    let mut brain_count = try_filled(cells, 0u16, "a registration grid")?;
     let (w0, w1) = cfg.window_hu;
     // Only the voxels near the brain box matter; the stack-index box covering the world box.
     let inv = native.hu.to_index;
@@ -490,28 +500,59 @@ fn iso_grid(
     };
     let (rx, ry, rz) = (r(0), r(1), r(2));
     let a = img.affine;
-    for z in rz {
-        for y in ry.clone() {
-            let row = [
-                a[0][1] * y as f64 + a[0][2] * z as f64 + a[0][3],
-                a[1][1] * y as f64 + a[1][2] * z as f64 + a[1][3],
-                a[2][1] * y as f64 + a[2][2] * z as f64 + a[2][3],
-            ];
-            for x in rx.clone() {
-                let w = [0, 1, 2].map(|k| row[k] + a[k][0] * x as f64);
-                let c = [0, 1, 2].map(|k| ((w[k] - lo[k]) / h).round());
-                if c.iter().zip(dims).any(|(&v, d)| v < 0.0 || v >= d as f64) {
-                    continue;
-                }
-                let i = c[0] as usize + dims[0] * (c[1] as usize + dims[1] * c[2] as usize);
-                if count[i] < u16::MAX {
-                    sum[i] += img.hu[[z, y, x]].clamp(w0, w1);
-                    count[i] += 1;
-                    brain_count[i] += u16::from(img.brain[[z, y, x]] != 0);
+    // Cell sums per part of the slices, natively one part per core: a fixed number of parts,
+    // added in order, so the grid is the same on any machine.
+    let zs: Vec<usize> = rz.collect();
+    let parts = crate::parallel::map_ranges(zs.len(), ISO_PARTS, |range| -> Result<CellSums> {
+        let mut acc = CellSums {
+            sum: try_filled(cells, 0f32, "a registration grid")?,
+            count: try_filled(cells, 0u32, "a registration grid")?,
+            brain: try_filled(cells, 0u32, "a registration grid")?,
+        };
+        for &z in &zs[range] {
+            for y in ry.clone() {
+                let row = [
+                    a[0][1] * y as f64 + a[0][2] * z as f64 + a[0][3],
+                    a[1][1] * y as f64 + a[1][2] * z as f64 + a[1][3],
+                    a[2][1] * y as f64 + a[2][2] * z as f64 + a[2][3],
+                ];
+                for x in rx.clone() {
+                    // Nearest cell: floor(v + ½) by a cast, for v ≥ −½ (round() is a libm call
+                    // on baseline x86-64, and this loop visits every voxel of the box).
+                    let c = [0, 1, 2].map(|k| (row[k] + a[k][0] * x as f64 - lo[k]) / h + 0.5);
+                    if c.iter()
+                        .zip(dims)
+                        .any(|(&v, d)| !(v >= 0.0 && v < d as f64))
+                    {
+                        continue;
+                    }
+                    let c = c.map(|v| v as usize);
+                    let i = c[0] + dims[0] * (c[1] + dims[1] * c[2]);
+                    acc.sum[i] += img.hu[[z, y, x]].clamp(w0, w1);
+                    acc.count[i] += 1;
+                    acc.brain[i] += u32::from(img.brain[[z, y, x]] != 0);
                 }
             }
         }
+        Ok(acc)
+    });
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().ok_or_else(|| {
+        Error::Registration("internal error: no part of a registration grid".into())
+    })??;
+    for part in parts {
+        let part = part?;
+        for i in 0..cells {
+            total.sum[i] += part.sum[i];
+            total.count[i] += part.count[i];
+            total.brain[i] += part.brain[i];
+        }
     }
+    let CellSums {
+        sum,
+        count,
+        brain: brain_count,
+    } = total;
     let mut data = try_filled(cells, f32::NAN, "a registration grid")?;
     let mut brain = try_filled(cells, 0u8, "a registration grid")?;
     for zc in 0..dims[2] {
@@ -519,7 +560,7 @@ fn iso_grid(
             for xc in 0..dims[0] {
                 let i = xc + dims[0] * (yc + dims[1] * zc);
                 if count[i] > 0 {
-                    data[i] = sum[i] / f32::from(count[i]);
+                    data[i] = sum[i] / count[i] as f32;
                     brain[i] = u8::from(2 * brain_count[i] >= count[i]);
                 } else {
                     let w = [
@@ -548,6 +589,17 @@ fn iso_grid(
         },
         brain,
     ))
+}
+
+/// Parts of the slices [`iso_grid`] sums separately (one per core on this 2-core machine; a
+/// fixed number, see there).
+const ISO_PARTS: usize = 2;
+
+/// Per-cell sums of one part of [`iso_grid`]'s voxels.
+struct CellSums {
+    sum: Vec<f32>,
+    count: Vec<u32>,
+    brain: Vec<u32>,
 }
 
 /// A scan's windowed HU and its brain mask as grids on its own voxels.
@@ -674,16 +726,22 @@ fn native_points(
     cfg: &RegistrationConfig,
 ) -> Result<Points> {
     let (w0, w1) = cfg.window_hu;
+    // Stack index → coarse-grid index, composed once.
+    let to_region = region.map(|(g, r)| (affine_mul(&g.to_index, img.affine), g.dims, r));
     let inside = |x: usize, y: usize, z: usize| -> bool {
-        match region {
-            Some((g, r)) => {
-                let w = affine_apply(img.affine, [x as f64, y as f64, z as f64]);
-                let p = affine_apply(&g.to_index, w);
-                let c = [0, 1, 2].map(|k| p[k].round());
-                if c.iter().zip(g.dims).any(|(&v, d)| v < 0.0 || v >= d as f64) {
+        match &to_region {
+            Some((m, dims, r)) => {
+                let p = affine_apply(m, [x as f64, y as f64, z as f64]);
+                // Nearest cell: floor(v + ½) by a cast, for v ≥ −½ (see `iso_grid`).
+                let c = p.map(|v| v + 0.5);
+                if c.iter()
+                    .zip(dims)
+                    .any(|(&v, &d)| !(v >= 0.0 && v < d as f64))
+                {
                     return false;
                 }
-                r[c[0] as usize + g.dims[0] * (c[1] as usize + g.dims[1] * c[2] as usize)] != 0
+                let c = c.map(|v| v as usize);
+                r[c[0] + dims[0] * (c[1] + dims[1] * c[2])] != 0
             }
             None => img.brain[[z, y, x]] != 0,
         }
@@ -700,16 +758,24 @@ fn native_points(
         [spacing[2], spacing[1], spacing[0]],
         (nz, ny, nx),
     );
-    let mut idx = Vec::new();
-    for z in bb.start[0]..bb.end[0] {
-        for y in bb.start[1]..bb.end[1] {
-            for x in bb.start[2]..bb.end[2] {
-                if inside(x, y, z) {
-                    idx.push([x, y, z]);
+    // Every voxel of the box is tested: slices in parts (one per core natively), kept in order.
+    let zs: Vec<usize> = (bb.start[0]..bb.end[0]).collect();
+    let idx: Vec<[usize; 3]> = crate::parallel::map_ranges(zs.len(), ISO_PARTS, |range| {
+        let mut part = Vec::new();
+        for &z in &zs[range] {
+            for y in bb.start[1]..bb.end[1] {
+                for x in bb.start[2]..bb.end[2] {
+                    if inside(x, y, z) {
+                        part.push([x, y, z]);
+                    }
                 }
             }
         }
-    }
+        part
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     let stride = idx.len().div_ceil(cfg.max_points.max(1)).max(1);
     let mut pts = Points {
         world: Vec::with_capacity(idx.len() / stride + 1),
