@@ -338,7 +338,8 @@ pub fn register(
         let step = if li == 0 { 2.0 * h } else { h };
         let min_step = h / 8.0;
         if li == 0 && cfg.start_angle_deg > 0.0 {
-            let few = grid_points(&fg, &region, cfg.max_points.min(15_000));
+            // The starts only pick a basin: a fifth of the level's points tell them apart.
+            let few = grid_points(&fg, &region, cfg.max_points.min(8_000));
             let a = cfg.start_angle_deg.to_radians();
             let mut best = (f64::INFINITY, params);
             let mut starts = vec![params];
@@ -386,7 +387,8 @@ pub fn register(
         let finest = coarse_levels.last().copied().unwrap_or(2.0);
         // Down to 0.1 mm steps (rotations: 0.1 mm at RADIUS_MM): a tenth of the 1 mm target;
         // each halving below costs as much as the one before on the scan's full-size grid.
-        let (p, c, e) = compass(&pts, &moving, c_fixed, cfg, params, finest / 4.0, 0.1);
+        // The last grid level ended at steps of finest/8, so the native level starts there.
+        let (p, c, e) = compass(&pts, &moving, c_fixed, cfg, params, finest / 8.0, 0.1);
         params = p;
         levels.push(Level {
             spacing_mm: 0.0,
