@@ -124,10 +124,12 @@ pub struct Summary {
     pub negative_cases: usize,
     /// Largest predicted volume on those cases, mL.
     pub max_ml_on_negatives: Option<f64>,
-    /// True lesions over all cases.
+    /// True lesions over all cases (components of ≥ 0.05 mL, the pipeline's smallest).
     pub lesions: usize,
     /// Of those, found (≥ 30 % covered).
     pub lesions_found: usize,
+    /// True components under 0.05 mL over all cases (fragments; not lesions).
+    pub specks: usize,
     /// `lesions_found / lesions` (absent without lesions).
     pub lesion_sensitivity: Option<f64>,
     /// Predicted components touching no true blood, over all cases.
@@ -201,7 +203,12 @@ fn scores(pred: &Array3<u8>, truth: &Array3<u8>, stack: &Stack, true_ml: f64) ->
         sensitivity: c.sensitivity(),
         precision: c.precision(),
         abc2_ml: metrics::abc2(pred, stack)?.ml,
-        lesions: LesionDetection::new(pred, truth)?,
+        // Lesions as small as the pipeline reports (it drops smaller components).
+        lesions: LesionDetection::new(
+            pred,
+            truth,
+            (pipeline::MIN_COMPONENT_ML / stack.voxel_ml.max(1e-12)).ceil() as usize,
+        )?,
     })
 }
 
@@ -249,6 +256,7 @@ fn summarise_scores(with: &[(f64, &Scores)]) -> Summary {
     Summary {
         lesions,
         lesions_found,
+        specks: with.iter().map(|(_, s)| s.lesions.specks).sum(),
         lesion_sensitivity: (lesions > 0).then(|| lesions_found as f64 / lesions as f64),
         false_positive_components: with.iter().map(|(_, s)| s.lesions.false_positives).sum(),
         cases_ge_1ml: big.len(),
