@@ -17,19 +17,7 @@ use ichnet::registration::RegistrationConfig;
 use ichnet::registration::compare::segment_and_compare;
 
 mod common;
-use common::{Pose, posed_clinical_scan};
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
+use common::{Pose, peak_mb, posed_clinical_scan};
 
 fn main() {
     let baseline = posed_clinical_scan(&Pose {
@@ -85,6 +73,6 @@ fn main() {
         "compare / (2 × one segment + 2 s) = {:.2} (target ≤ 1); registration and matching {c:.2} s \
          (target ≤ 2 s beside the two segmentations); peak RSS {:.0} MB",
         total / (2.0 * segment_s + 2.0),
-        peak_rss_mb()
+        peak_mb().unwrap_or(f64::NAN)
     );
 }

@@ -1,5 +1,5 @@
 //! CRF on the brain box of a synthetic 512×512×32 head at 0.45×0.45×5 mm (≈ 1300 mL brain, a
-//! 30 mL clot, noisy probabilities): wall time on one core and peak memory.
+//! 30 mL clot, noisy probabilities): wall time (every core natively) and peak memory.
 //!
 //! Then where the time goes: each kernel's filter built and applied once (normalised) on the same
 //! box — the separable smoothness filter, the position lattice it replaced, the appearance
@@ -12,13 +12,8 @@ use ichnet::crf::{
 };
 use std::time::Instant;
 
-/// Peak resident memory of this process (VmHWM), in MB, where /proc exists.
-fn peak_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
+mod common;
+use common::peak_mb;
 
 /// CPU seconds (user, system) this process has used, from /proc/self/stat (USER_HZ = 100, the
 /// Linux default). On a shared machine wall time includes waiting for a core; CPU time does not.

@@ -16,16 +16,10 @@ use ichnet::preprocess::brain_mask;
 use ndarray::Axis;
 
 mod common;
+use common::peak_mb;
 
 const CHILD_ENV: &str = "ICHNET_BENCH_READ_BRAIN_FILE";
 const RUNS: usize = 7;
-
-fn peak_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -11,26 +11,14 @@ use ichnet::model;
 use ichnet::pipeline::{self, SegmentOptions};
 
 mod common;
-use common::clinical_scan;
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
+use common::{clinical_scan, peak_mb};
 
 fn main() {
     let bytes = clinical_scan();
     println!(
         "scan: 512×512×32, 0.45×0.45×4.5 mm, {} bytes gzipped; peak RSS so far {:.0} MB",
         bytes.len(),
-        peak_rss_mb()
+        peak_mb().unwrap_or(f64::NAN)
     );
     let device = Device::flex();
     let net = model::load(model::BUNDLED_WEIGHTS.to_vec(), &device).expect("bundled weights");
@@ -52,7 +40,7 @@ fn main() {
             if crf { "on" } else { "off" },
             stages.join(", "),
             seg.volume_ml,
-            peak_rss_mb()
+            peak_mb().unwrap_or(f64::NAN)
         );
     }
 }

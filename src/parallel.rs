@@ -54,6 +54,21 @@ pub(crate) fn for_each_item<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) 
     }
 }
 
+/// `(a(), b())`: side by side natively (rayon's `join`), one after the other on wasm.
+pub(crate) fn join<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        rayon::join(a, b)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        (a(), b())
+    }
+}
+
 /// `f(range)` over `0..n` cut into `parts` consecutive ranges (fewer when `n` is small), the
 /// results in range order: partial sums that the caller adds up in that fixed order.
 pub(crate) fn map_ranges<T: Send>(
@@ -99,6 +114,7 @@ mod tests {
             }
         });
         assert_eq!(v, (0..1000).collect::<Vec<_>>());
+        assert_eq!(join(|| 2 + 2, || "b"), (4, "b"));
         let mut items = vec![0usize; 9];
         for_each_item(&mut items, |i, x| *x = i * i);
         assert_eq!(items[8], 64);

@@ -371,7 +371,9 @@ impl Prepared {
     }
 
     /// Refine the network's probabilities with the 3D dense CRF inside the brain (replacing any
-    /// earlier refinement); `progress(done, total)` returning `false` cancels.
+    /// earlier refinement); `progress(done, total)` returning `false` cancels. It always starts
+    /// from the network's own probabilities, so applying it again (another configuration, a
+    /// retry) never compounds.
     ///
     /// The CRF runs on the network's own grid (1 mm pixels in-plane, the stack's slices), where
     /// the probabilities were made, with the CT resampled onto it as the network saw it; the

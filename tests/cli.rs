@@ -24,6 +24,21 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// A data folder in `ichnet train`/`eval` layout holding the bundled case.
+/// `ichnet train --data DATA --out OUT --batch 2` and `extra`.
+fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut v = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--batch",
+        "2",
+    ];
+    v.extend_from_slice(extra);
+    ichnet(&v)
+}
+
 fn data_folder(name: &str) -> PathBuf {
     let dir = scratch(name);
     for sub in ["images", "masks"] {
@@ -198,21 +213,9 @@ fn train_stops_after_the_given_step_and_resumes_to_the_end() {
     let out = scratch("cli-train-out").join("w.bpk");
     let state = out.with_file_name("w.ckpt.txt");
     let args = |extra: &[&str]| {
-        let mut v = vec![
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--steps",
-            "4",
-            "--batch",
-            "2",
-            "--checkpoint-every",
-            "2",
-        ];
-        v.extend_from_slice(extra);
-        ichnet(&v)
+        let mut e = vec!["--steps", "4", "--checkpoint-every", "2"];
+        e.extend_from_slice(extra);
+        train(&data, &out, &e)
     };
     let o = args(&["--stop-after", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -269,21 +272,9 @@ fn train_init_starts_from_the_given_weights() {
     let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/ichnet.bpk");
     let run = |name: &str, extra: &[&str]| -> std::path::PathBuf {
         let out = dir.join(name);
-        let mut v = vec![
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--steps",
-            "2",
-            "--batch",
-            "2",
-            "--lr",
-            "1e-4",
-        ];
-        v.extend_from_slice(extra);
-        let o = ichnet(&v);
+        let mut e = vec!["--steps", "2", "--lr", "1e-4"];
+        e.extend_from_slice(extra);
+        let o = train(&data, &out, &e);
         assert!(o.status.success(), "{}", stderr(&o));
         out
     };

@@ -4,6 +4,15 @@ use ichnet::Stack;
 use ichnet::io::{Scan, Storage, write_stack_nifti_gz};
 use ndarray::Array3;
 
+/// Peak resident memory of this process so far (VmHWM), in MB, where /proc exists.
+#[allow(dead_code)] // not every bench that includes this module uses it
+pub fn peak_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 /// The bundled real head CT (assets/anatomy) resampled to 0.45 mm pixels and 32 slices of 4.5 mm,
 /// the usual clinical geometry, written as int16 NIfTI: the 512×512×32 scan of the benchmarks.
 #[allow(dead_code)] // not every bench that includes this module uses it

@@ -99,23 +99,9 @@ impl GridGaussian {
             convolve_rows(&xs, nx, ty, slice);
         });
         // z across slices: every slice of `out` sums shifted slices of `tmp` (slices in parallel).
-        let tz = &self.taps[0];
-        let rz = tz.len() / 2;
-        let tmp = &tmp;
+        let (tz, tmp) = (&self.taps[0], &tmp);
         for_each_chunk(out, plane, |start, slice| {
-            let z = start / plane;
-            slice.fill(0.0);
-            for (k, &w) in tz.iter().enumerate() {
-                let Some(zz) = (z + k).checked_sub(rz) else {
-                    continue;
-                };
-                if zz >= nz {
-                    break;
-                }
-                for (o, &v) in slice.iter_mut().zip(&tmp[zz * plane..(zz + 1) * plane]) {
-                    *o += w * v;
-                }
-            }
+            weighted_row(tmp, plane, tz, start / plane, slice);
         });
         Ok(())
     }
@@ -143,20 +129,27 @@ fn convolve_row(src: &[f32], taps: &[f32], dst: &mut [f32]) {
 /// `dst = taps * src` across rows of length `nx` (the y axis of a slice, zero padding): each
 /// output row is a weighted sum of whole input rows.
 fn convolve_rows(src: &[f32], nx: usize, taps: &[f32], dst: &mut [f32]) {
-    let ny = src.len() / nx;
-    let r = taps.len() / 2;
     for (y, out) in dst.chunks_exact_mut(nx).enumerate() {
-        out.fill(0.0);
-        for (k, &w) in taps.iter().enumerate() {
-            let Some(yy) = (y + k).checked_sub(r) else {
-                continue;
-            };
-            if yy >= ny {
-                break;
-            }
-            for (o, &v) in out.iter_mut().zip(&src[yy * nx..(yy + 1) * nx]) {
-                *o += w * v;
-            }
+        weighted_row(src, nx, taps, y, out);
+    }
+}
+
+/// Row `y` of the convolution of `src` (rows of `len` values) with `taps` across rows, zero
+/// padding: the taps' weighted sum of the rows around `y`. Rows are image rows for the y pass and
+/// whole slices for the z pass.
+fn weighted_row(src: &[f32], len: usize, taps: &[f32], y: usize, out: &mut [f32]) {
+    let rows = src.len() / len;
+    let r = taps.len() / 2;
+    out.fill(0.0);
+    for (k, &w) in taps.iter().enumerate() {
+        let Some(yy) = (y + k).checked_sub(r) else {
+            continue;
+        };
+        if yy >= rows {
+            break;
+        }
+        for (o, &v) in out.iter_mut().zip(&src[yy * len..(yy + 1) * len]) {
+            *o += w * v;
         }
     }
 }

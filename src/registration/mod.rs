@@ -314,18 +314,10 @@ pub fn register(
     let mut levels = Vec::new();
     let mut coarse_levels: Vec<f64> = cfg.levels_mm.clone();
     coarse_levels.retain(|h| h.is_finite() && *h > 0.0);
-    let mut natives = crate::parallel::map_ranges(2, 2, |r| {
-        Native::new(
-            if r.start == 0 { &baseline } else { &followup },
-            cfg.window_hu,
-        )
-    })
-    .into_iter();
-    let (Some(fixed_native), Some(moving_native)) = (natives.next(), natives.next()) else {
-        return Err(Error::Registration(
-            "internal error: the two scans' grids were not built".into(),
-        ));
-    };
+    let (fixed_native, moving_native) = crate::parallel::join(
+        || Native::new(&baseline, cfg.window_hu),
+        || Native::new(&followup, cfg.window_hu),
+    );
     let (fixed_native, moving_native) = (fixed_native?, moving_native?);
     let mut fixed_region: Option<(Grid, Vec<u8>)> = None;
     for (li, &h) in coarse_levels.iter().enumerate() {
