@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use ichnet::model::input::Layout;
 use ichnet::model::{self, IchNetConfig};
 use ichnet::pipeline::{self, Prepared, SegmentOptions};
 
@@ -28,15 +29,15 @@ struct Case {
     slices: usize,
     h: usize,
     w: usize,
-    /// `[slices, CHANNELS, h, w]` values.
+    /// `[slices, channels, h, w]` values.
     x: Vec<f32>,
 }
 
-fn from_scan(name: &str, bytes: &[u8]) -> Case {
+fn from_scan(name: &str, bytes: &[u8], layout: Layout) -> Case {
     let prep = Prepared::new(bytes, false).expect("a readable scan with brain");
     let (h, w) = prep.grid_hw();
     let slices = prep.slices();
-    let (x, _) = prep.slice_batch(0..slices).expect("slices");
+    let (x, _) = prep.slice_batch(0..slices, layout).expect("slices");
     Case {
         name: name.into(),
         slices,
@@ -46,7 +47,7 @@ fn from_scan(name: &str, bytes: &[u8]) -> Case {
     }
 }
 
-fn synthetic(spec: &str) -> Case {
+fn synthetic(spec: &str, layout: Layout) -> Case {
     let v: Vec<usize> = spec
         .split(',')
         .map(|s| s.trim().parse().expect("N,H,W as integers"))
@@ -56,7 +57,7 @@ fn synthetic(spec: &str) -> Case {
     };
     let m = IchNetConfig::new().size_multiple();
     assert!(h % m == 0 && w % m == 0, "H and W must be multiples of {m}");
-    let c = ichnet::model::input::CHANNELS;
+    let c = layout.channels();
     // A fixed linear congruential sequence: reproducible without a random-number crate.
     let mut s = 0x2545_f491_u32;
     let x = (0..slices * c * h * w)
@@ -99,11 +100,6 @@ fn main() {
     if cases.is_empty() {
         cases = vec!["sample".into(), "clinical".into()];
     }
-    let cfg = IchNetConfig::new();
-    println!(
-        "{{\"config\": {}}}",
-        serde_json::to_string(&cfg).expect("config")
-    );
     // wgpu: the native GPU backend (Vulkan/Metal/DX12); its first run compiles the pipelines.
     let device = if gpu {
         Device::wgpu(Default::default())
@@ -111,6 +107,12 @@ fn main() {
         Device::flex()
     };
     let net = model::load(model::BUNDLED_WEIGHTS.to_vec(), &device).expect("bundled weights");
+    let layout = net.layout().expect("a supported input layout");
+    let cfg = IchNetConfig::new().with_in_channels(net.in_channels());
+    println!(
+        "{{\"config\": {}}}",
+        serde_json::to_string(&cfg).expect("config")
+    );
     if let Some((scan, out)) = segment {
         // The whole pipeline with the default options (CRF on), for comparing masks across builds.
         let bytes = std::fs::read(&scan).expect("the scan");
@@ -140,12 +142,16 @@ fn main() {
                     env!("CARGO_MANIFEST_DIR"),
                     "/www/samples/sample_head_ct_simulated_bleed.nii.gz"
                 );
-                from_scan("sample", &std::fs::read(path).expect("bundled sample"))
+                from_scan(
+                    "sample",
+                    &std::fs::read(path).expect("bundled sample"),
+                    layout,
+                )
             }
-            "clinical" => from_scan("clinical", &common::clinical_scan()),
-            other => synthetic(other),
+            "clinical" => from_scan("clinical", &common::clinical_scan(), layout),
+            other => synthetic(other, layout),
         };
-        let plane = ichnet::model::input::CHANNELS * case.h * case.w;
+        let plane = layout.channels() * case.h * case.w;
         let step = batch.max(1);
         let mut runs = Vec::with_capacity(reps + 1);
         // The first run warms allocators and caches; it is reported but not in the median.
@@ -155,7 +161,7 @@ fn main() {
             while start < case.slices {
                 let end = (start + step).min(case.slices);
                 let x = case.x[start * plane..end * plane].to_vec();
-                let shape = [end - start, 3, case.h, case.w];
+                let shape = [end - start, layout.channels(), case.h, case.w];
                 let p = if ops {
                     let t = Tensor::<4>::from_data(TensorData::new(x, shape), &device);
                     burn::tensor::activation::sigmoid(net.forward_dense_ops(t))

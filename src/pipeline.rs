@@ -3,7 +3,7 @@
 //! ```text
 //! Prepared::new(bytes, assume_hu) io + brain mask + network grid (refuses non-HU, blank, no brain)
 //!   loop over slice batches:
-//!     prepared.slice_batch(r)     → network input [n, c, h, w]
+//!     prepared.slice_batch(r, l)  → network input [n, c, h, w] in the network's input layout
 //!     (caller runs the network: native reads back synchronously, wasm with into_data_async)
 //!     prepared.accept_probs(r, p) ← probabilities on the network grid
 //! prepared.apply_crf(cfg)         optional 3D dense CRF (on the network grid, back to the stack)
@@ -25,7 +25,7 @@ use crate::crf::{self, CrfConfig};
 use crate::error::{Error, Result, try_filled};
 use crate::io::Scan;
 use crate::metrics::{self, Abc2, Haematoma, Measures, Midline};
-use crate::model::input::{BOX_MARGIN_MM, CHANNELS, SliceGrid, window_into};
+use crate::model::input::{BOX_MARGIN_MM, Layout, SliceGrid, context_z, input_into};
 use crate::model::{IchNet, IchNetConfig};
 use crate::preprocess::{bounding_box, brain_mask, brain_volume_warning};
 use crate::volume::Stack;
@@ -272,21 +272,35 @@ impl Prepared {
         Ok(g)
     }
 
-    /// Network input for slices `r`: `[n, CHANNELS, h, w]` values, batch-major.
-    pub fn slice_batch(&self, r: Range<usize>) -> Result<(Vec<f32>, [usize; 4])> {
+    /// Network input for slices `r` in `layout` (the network's: [`IchNet::layout`]):
+    /// `[n, layout.channels(), h, w]` values, batch-major.
+    pub fn slice_batch(&self, r: Range<usize>, layout: Layout) -> Result<(Vec<f32>, [usize; 4])> {
         let g = self.check_range(&r)?;
         let n = r.len();
         let plane = g.len();
-        let mut x = try_filled(n * CHANNELS * plane, 0.0f32, "the network input")?;
-        let mut hu = try_filled(plane, 0.0f32, "a resampled slice")?;
+        let c = layout.channels();
+        let mut x = try_filled(n * c * plane, 0.0f32, "the network input")?;
+        let mut work = try_filled(4 * plane, 0.0f32, "resampled slices")?;
+        let (hu, rest) = work.split_at_mut(plane);
+        let (below, rest) = rest.split_at_mut(plane);
+        let (above, tmp) = rest.split_at_mut(plane);
+        let stack = &self.scan.stack;
         for (k, i) in r.enumerate() {
-            g.resample(self.scan.stack.slice(self.z.start + i), &mut hu);
-            window_into(
-                &hu,
-                &mut x[k * CHANNELS * plane..(k + 1) * CHANNELS * plane],
+            let z = self.z.start + i;
+            g.resample(stack.slice(z), hu);
+            if layout == Layout::Context {
+                let [zb, za] = context_z(z, stack.hu.dim().0, stack.spacing[0]);
+                g.resample_z(stack.hu.view(), zb, below, tmp);
+                g.resample_z(stack.hu.view(), za, above, tmp);
+            }
+            input_into(
+                layout,
+                hu,
+                [below, above],
+                &mut x[k * c * plane..(k + 1) * c * plane],
             );
         }
-        Ok((x, [n, CHANNELS, g.h, g.w]))
+        Ok((x, [n, c, g.h, g.w]))
     }
 
     /// Store the probabilities (`[n, h, w]`, in `0..=1`) the network gave for slices `r`.
@@ -711,6 +725,7 @@ pub fn run_network(
 ) -> Result<()> {
     let total = prep.slices();
     let t = clock();
+    let layout = model.layout()?;
     let step = batch.max(1);
     let mut start = 0;
     while start < total {
@@ -722,7 +737,7 @@ pub fn run_network(
             return Err(Error::Cancelled);
         }
         let r = start..(start + step).min(total);
-        let (x, shape) = prep.slice_batch(r.clone())?;
+        let (x, shape) = prep.slice_batch(r.clone(), layout)?;
         let probs = network_probs(model, x, shape, device)
             .into_data()
             .try_into_vec::<f32>()

@@ -27,7 +27,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::Error;
 use crate::io::Scan;
-use crate::model::input::CHANNELS;
+use crate::model::input::Layout;
 use crate::model::{self, IchNet, IchNetConfig};
 use crate::pipeline::{self, Prepared, SegmentOptions, Segmentation, stage};
 use crate::review::{Compared, Review, Reviewed, SignOff};
@@ -129,7 +129,7 @@ impl Engine {
         let reference = model::load(weights.clone(), &cpu).map_err(js)?;
         let model = model::load(weights, &device).map_err(js)?;
         let n = KNOWN_ANSWER_SIDE.next_multiple_of(IchNetConfig::new().size_multiple());
-        let shape = [1, CHANNELS, n, n];
+        let shape = [1, reference.in_channels(), n, n];
         let x = known_input(shape.iter().product());
         let want = forward(&reference, &cpu, x.clone(), shape)
             .await
@@ -154,6 +154,13 @@ impl Engine {
             gpu: true,
             check_diff: Some(diff),
         })
+    }
+
+    /// Input channels of the loaded network (3: a slice alone, 5: with its neighbours), which
+    /// [`Job::batch_shape`] and [`Job::batch_input`] are asked for.
+    #[wasm_bindgen(js_name = inputChannels)]
+    pub fn input_channels(&self) -> usize {
+        self.model.in_channels()
     }
 
     /// Whether this engine runs on WebGPU.
@@ -471,25 +478,29 @@ impl Job {
         self.with_prepared("batchCount", |p| Ok(p.slices().div_ceil(batch)))
     }
 
-    /// The shape `[n, channels, h, w]` of batch `i`'s network input.
+    /// The shape `[n, channels, h, w]` of batch `i`'s network input for a network of
+    /// `channels` input channels ([`Engine::input_channels`]).
     #[wasm_bindgen(js_name = batchShape)]
-    pub fn batch_shape(&self, i: usize) -> Result<Vec<u32>, JsError> {
+    pub fn batch_shape(&self, i: usize, channels: usize) -> Result<Vec<u32>, JsError> {
         let batch = self.opts.batch_slices.max(1);
+        let layout = Layout::from_channels(channels).map_err(js)?;
         self.with_prepared("batchShape", |p| {
             let r = batch_range(i, batch, p.slices());
             let (h, w) = p.grid_hw();
-            Ok([r.len(), CHANNELS, h, w]
+            Ok([r.len(), layout.channels(), h, w]
                 .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
                 .to_vec())
         })
     }
 
-    /// Batch `i`'s network input, `[n, channels, h, w]` flat, for an engine in another worker.
+    /// Batch `i`'s network input, `[n, channels, h, w]` flat, for an engine in another worker
+    /// whose network takes `channels` input channels.
     #[wasm_bindgen(js_name = batchInput)]
-    pub fn batch_input(&self, i: usize) -> Result<Float32Array, JsError> {
+    pub fn batch_input(&self, i: usize, channels: usize) -> Result<Float32Array, JsError> {
         let batch = self.opts.batch_slices.max(1);
+        let layout = Layout::from_channels(channels).map_err(js)?;
         self.with_prepared("batchInput", |p| {
-            let (x, _) = p.slice_batch(batch_range(i, batch, p.slices()))?;
+            let (x, _) = p.slice_batch(batch_range(i, batch, p.slices()), layout)?;
             Ok(Float32Array::from(x.as_slice()))
         })
     }
@@ -509,9 +520,10 @@ impl Job {
     #[wasm_bindgen(js_name = runBatch)]
     pub fn run_batch(&self, engine: &Engine, i: usize) -> Result<Promise, JsError> {
         let batch = self.opts.batch_slices.max(1);
+        let layout = engine.model.layout().map_err(js)?;
         let (range, x, shape) = self.with_prepared("runBatch", |p| {
             let range = batch_range(i, batch, p.slices());
-            let (x, shape) = p.slice_batch(range.clone())?;
+            let (x, shape) = p.slice_batch(range.clone(), layout)?;
             Ok((range, x, shape))
         })?;
         let probs = pipeline::network_probs(&engine.model, x, shape, &engine.device);

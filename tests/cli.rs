@@ -186,10 +186,13 @@ fn net_outputs(bytes: Vec<u8>) -> Vec<f32> {
     use burn::prelude::*;
     let dev = Device::flex();
     let net = ichnet::model::load(bytes, &dev).unwrap();
-    let x: Vec<f32> = (0..3 * 32 * 32)
+    // Five planes; a single-slice network sees the first three (the slice without its context
+    // planes), so a network widened from it with zero weights answers exactly as it did.
+    let c = net.in_channels();
+    let x: Vec<f32> = (0..c * 32 * 32)
         .map(|i| ((i * 37 % 101) as f32) / 101.0)
         .collect();
-    let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(x, [1, 3, 32, 32]), &dev);
+    let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(x, [1, c, 32, 32]), &dev);
     net.forward_dense(x)
         .into_data()
         .try_into_vec::<f32>()
@@ -301,6 +304,33 @@ fn train_init_starts_from_the_given_weights() {
         "--resume",
     ]);
     assert!(!o.status.success());
+    // Widened to context planes (zero weights on them), the tuned network still answers as
+    // the weights it started from; such a network cannot be narrowed to a single-slice run.
+    let wide = run("wide.bpk", &["--init", bundled, "--input", "context"]);
+    let wide_out = net_outputs(std::fs::read(&wide).unwrap());
+    assert!(
+        dist(&wide_out, &shipped) < 0.2 * fresh_to_shipped,
+        "widened: {} from the weights it started from",
+        dist(&wide_out, &shipped)
+    );
+    let o = train(
+        &data,
+        &dir.join("narrow.bpk"),
+        &[
+            "--steps",
+            "1",
+            "--input",
+            "slice",
+            "--init",
+            wide.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("those weights take the context input, the run trains the slice input"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -51,7 +51,7 @@ fn folded_batch_norm_keeps_the_output_and_refuses_to_be_saved() {
     let plain = model::load_unfolded(bytes.clone(), &device).unwrap();
     let folded = model::load(bytes, &device).unwrap();
     assert!(folded.is_folded() && !plain.is_folded());
-    let (n, c, h, w) = (2, 3, 40, 48);
+    let (n, c, h, w) = (2, plain.in_channels(), 40, 48);
     let x = Tensor::<4>::from_data(
         TensorData::new(noise(n * c * h * w, 11), [n, c, h, w]),
         &device,
@@ -90,12 +90,53 @@ fn folded_batch_norm_keeps_the_output_and_refuses_to_be_saved() {
     assert!(model::to_bytes(plain).is_ok());
 }
 
+/// A single-slice network widened to context planes computes exactly what it did (the new
+/// channels start at zero weight), whatever the context planes hold; it then has 5 inputs, and
+/// saved and loaded again it keeps them. Narrowing is refused.
+#[test]
+fn widening_to_context_planes_keeps_the_output() {
+    let device = Device::flex();
+    device.seed(5);
+    let slice = IchNetConfig::new().with_in_channels(3).init(&device);
+    let bytes = model::to_bytes(slice.clone()).unwrap();
+    let (n, h, w) = (2, 32, 40);
+    let x5 = noise(n * 5 * h * w, 21);
+    // The same slices without their context planes: the first 3 of each slice's 5 planes.
+    let x3: Vec<f32> = x5
+        .chunks(5 * h * w)
+        .flat_map(|s| s[..3 * h * w].to_vec())
+        .collect();
+    let run = |net: &ichnet::model::IchNet, x: Vec<f32>, c: usize| {
+        net.forward_dense(Tensor::<4>::from_data(
+            TensorData::new(x, [n, c, h, w]),
+            &device,
+        ))
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap()
+    };
+    let before = run(&slice.clone().valid(), x3, 3);
+    let wide = slice.widen_input(5).unwrap();
+    assert_eq!(wide.in_channels(), 5);
+    let after = run(&wide.clone().valid(), x5, 5);
+    for (a, b) in before.iter().zip(&after) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
+    }
+    let reloaded = model::load(model::to_bytes(wide.clone()).unwrap(), &device).unwrap();
+    assert_eq!(
+        reloaded.layout().unwrap(),
+        ichnet::model::input::Layout::Context
+    );
+    assert_eq!(model::load(bytes, &device).unwrap().in_channels(), 3);
+    assert!(wide.widen_input(3).is_err());
+}
+
 #[test]
 fn dense_inference_equals_sparse_sampling() {
     let device = Device::flex();
     // Inference mode: batch norm on running statistics, no dropout.
     let net = IchNetConfig::new().init(&device).valid();
-    let (n, c, h, w) = (2, 3, 36, 44);
+    let (n, c, h, w) = (2, IchNetConfig::new().in_channels, 36, 44);
     let x = Tensor::<4>::from_data(
         TensorData::new(noise(n * c * h * w, 7), [n, c, h, w]),
         &device,

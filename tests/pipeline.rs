@@ -4,6 +4,7 @@
 use burn::prelude::*;
 use ichnet::io::Scan;
 use ichnet::model;
+use ichnet::model::input::Layout;
 use ichnet::pipeline::{self, Prepared, SegmentOptions};
 use ichnet::{Error, metrics};
 
@@ -148,10 +149,13 @@ fn probabilities_of_the_wrong_size_are_refused() {
     let bytes = std::fs::read(CASE).unwrap();
     let mut p = Prepared::new(&bytes, false).unwrap();
     assert!(p.slices() > 0);
-    let (x, shape) = p.slice_batch(0..1).unwrap();
-    assert_eq!(x.len(), shape.iter().product::<usize>());
+    for layout in Layout::ALL {
+        let (x, shape) = p.slice_batch(0..1, layout).unwrap();
+        assert_eq!(x.len(), shape.iter().product::<usize>());
+        assert_eq!(shape[1], layout.channels());
+    }
     assert!(p.accept_probs(0..1, &[0.5; 3]).is_err());
-    assert!(p.slice_batch(0..p.slices() + 1).is_err());
+    assert!(p.slice_batch(0..p.slices() + 1, Layout::Context).is_err());
     // Unfinished work cannot be finished.
     assert!(p.finish(0.5).is_err());
 }

@@ -195,7 +195,8 @@ async function runNetwork(job, entry, maxWorkers, onBatch) {
   while (helpers.length < n - 1) helpers.push(startHelper());
   const mine = helpers.slice(0, n - 1);
   const viaHelper = (h) => async (i) => {
-    const probs = await h.run(job.batchInput(i), Array.from(job.batchShape(i)));
+    const channels = entry.engine.inputChannels();
+    const probs = await h.run(job.batchInput(i, channels), Array.from(job.batchShape(i, channels)));
     job.acceptBatch(i, probs);
   };
   // Helpers are handed their first batch before this worker starts its own (which blocks it).
@@ -255,7 +256,7 @@ async function runStages(scan, progress, until = scan.stages.length) {
         let t = performance.now();
         let entry = await engineFor(backend);
         browserTimings.push({ stage: "engine", ms: since(t) });
-        const shape = Array.from(job.batchShape(0));
+        const shape = Array.from(job.batchShape(0, entry.engine.inputChannels()));
         const key = shape.join("x");
         if (entry.engine.isGpu() && !entry.warmed.has(key)) {
           // WebGPU compiles its pipelines on first use: do it on a dummy batch of this scan's

@@ -39,19 +39,12 @@ pub struct CompareArgs {
     /// CRF parameters as a JSON object (fields of `CrfConfig`).
     #[arg(long, value_name = "FILE.json")]
     pub crf_config: Option<PathBuf>,
-    /// Similarity the registration maximises.
-    #[arg(long, value_enum, default_value_t = SimilarityArg::Mi)]
-    pub similarity: SimilarityArg,
-}
-
-/// `--similarity` values.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum SimilarityArg {
-    /// Normalised cross-correlation (about a quarter faster).
-    Ncc,
-    /// Mutual information (default: measured more accurate on synthetic pairs where the clot
-    /// grew, since a growing clot is an intensity change NCC tries to explain by moving).
-    Mi,
+    /// Similarity the registration maximises: `mi`, mutual information (measured more accurate
+    /// on synthetic pairs where the clot grew, since a growing clot is an intensity change NCC
+    /// tries to explain by moving), or `ncc`, normalised cross-correlation (about a quarter
+    /// faster).
+    #[arg(long, default_value = "mi", value_parser = ["mi", "ncc"])]
+    pub similarity: String,
 }
 
 /// Run `ichnet compare`.
@@ -70,10 +63,7 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         ..SegmentOptions::default()
     };
     let cfg = RegistrationConfig {
-        similarity: match a.similarity {
-            SimilarityArg::Ncc => Similarity::Ncc,
-            SimilarityArg::Mi => Similarity::MutualInformation,
-        },
+        similarity: Similarity::from_name(&a.similarity)?,
         ..RegistrationConfig::default()
     };
     let pair = segment_and_compare(&b, &f, &net, &device, &opts, &cfg)?;

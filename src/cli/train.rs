@@ -1,7 +1,7 @@
 //! `ichnet train`: fit ICHNet on any folder of image/mask pairs (synthetic or real).
 //!
 //! Layout: `DIR/images/NAME.nii.gz` + `DIR/masks/NAME.nii.gz`. Each case is read once into a
-//! slice cache (network grid, HU as i16, label and brain planes), saved as `DIR/ichnet-cache-*.bin`
+//! slice cache (network grid, HU as i16 with its two context planes, label and brain planes), saved as `DIR/ichnet-cache-*.bin`
 //! so a second run or a `--resume` starts in seconds.
 
 use std::fs;
@@ -15,6 +15,7 @@ use ndarray::Array3;
 
 use ichnet::io::Scan;
 use ichnet::model::IchNetConfig;
+use ichnet::model::input::Layout;
 use ichnet::model::train::{self, CachedSlice, Rng, TrainMonitor, TrainOptions, TrainPaths};
 use ichnet::preprocess::brain_mask;
 use ichnet::{Error, Result};
@@ -77,6 +78,12 @@ pub struct TrainArgs {
     /// schedule of --steps; continue later with --resume. For training in sessions.
     #[arg(long, value_name = "N")]
     pub stop_after: Option<usize>,
+    /// What the network sees: `slice`, the slice alone (the shipped model), or `context`, each
+    /// slice with the planes 5 mm below and above it (2.5-D; see the README's model card for
+    /// what it measured). `--init` with single-slice weights and `context` widens them (the new
+    /// channels start at zero).
+    #[arg(long, value_name = "LAYOUT", default_value = "slice", value_parser = ["slice", "context"])]
+    pub input: String,
 }
 
 /// List `(name, image, mask)` of a data folder, sorted by name.
@@ -138,7 +145,7 @@ fn build_cache(
 ) -> Result<Vec<CachedSlice>> {
     let tag = (keep_negative * 100.0).round() as u32;
     let cap = max.map_or("all".to_string(), |m| m.to_string());
-    let path = dir.join(format!("ichnet-cache-v1-kn{tag}-n{cap}-s{seed}.bin"));
+    let path = dir.join(format!("ichnet-cache-v2-kn{tag}-n{cap}-s{seed}.bin"));
     if let Ok(c) = load_cache(&path) {
         eprintln!("{}: {} cached slices", path.display(), c.len());
         return Ok(c);
@@ -178,13 +185,13 @@ fn build_cache(
 
 fn save_cache(path: &Path, cache: &[CachedSlice]) -> Result<()> {
     let mut buf = Vec::new();
-    buf.extend_from_slice(b"ICHC1");
+    buf.extend_from_slice(b"ICHC2");
     buf.extend_from_slice(&(cache.len() as u64).to_le_bytes());
     for s in cache {
         for v in [s.h, s.w, s.positives] {
             buf.extend_from_slice(&(v as u64).to_le_bytes());
         }
-        for v in &s.hu {
+        for v in s.hu.iter().chain(&s.context) {
             buf.extend_from_slice(&v.to_le_bytes());
         }
         buf.extend_from_slice(&s.label);
@@ -201,7 +208,7 @@ fn load_cache(path: &Path) -> Result<Vec<CachedSlice>> {
         .map_err(|e| Error::io(path, e))?;
     let bad = || Error::InvalidInput(format!("{}: damaged cache file", path.display()));
     let mut pos = 5;
-    if buf.get(..5) != Some(b"ICHC1".as_slice()) {
+    if buf.get(..5) != Some(b"ICHC2".as_slice()) {
         return Err(bad());
     }
     let u64_at = |pos: &mut usize| -> Result<usize> {
@@ -218,12 +225,16 @@ fn load_cache(path: &Path) -> Result<Vec<CachedSlice>> {
         let w = u64_at(&mut pos)?;
         let positives = u64_at(&mut pos)?;
         let len = h.checked_mul(w).filter(|&l| l <= 1 << 20).ok_or_else(bad)?;
-        let hu_bytes = buf.get(pos..pos + 2 * len).ok_or_else(bad)?;
-        let hu = hu_bytes
-            .chunks_exact(2)
-            .map(|c| i16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        pos += 2 * len;
+        let mut planes = |count: usize| -> Result<Vec<i16>> {
+            let bytes = buf.get(pos..pos + 2 * count * len).ok_or_else(bad)?;
+            pos += 2 * count * len;
+            Ok(bytes
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect())
+        };
+        let hu = planes(1)?;
+        let context = planes(2)?;
         let label = buf.get(pos..pos + len).ok_or_else(bad)?.to_vec();
         pos += len;
         let brain = buf.get(pos..pos + len).ok_or_else(bad)?.to_vec();
@@ -232,6 +243,7 @@ fn load_cache(path: &Path) -> Result<Vec<CachedSlice>> {
             h,
             w,
             hu,
+            context,
             label,
             brain,
             positives,
@@ -320,6 +332,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every,
         augment: !a.no_augment,
         stop_after: a.stop_after,
+        layout: if a.input == "slice" {
+            Layout::Slice
+        } else {
+            Layout::Context
+        },
     };
     let start = match (&a.init, a.resume) {
         (Some(p), _) => train::Start::Weights(fs::read(p).map_err(|e| Error::io(p, e))?),

@@ -71,11 +71,11 @@ impl Filter for ExactGaussian {
         self.features.len() / self.d
     }
 
-    fn filter_normalised(&self, values: &[f32], out: &mut [f32]) -> Result<()> {
-        self.filter(values, out)?;
-        for (o, &s) in out.iter_mut().zip(&self.inv_norm) {
-            *o *= s;
-        }
-        Ok(())
+    fn filter_sum(&self, values: &[f32], out: &mut [f32]) -> Result<()> {
+        self.filter(values, out)
+    }
+
+    fn inverse_norm(&self) -> &[f32] {
+        &self.inv_norm
     }
 }

@@ -159,12 +159,12 @@ impl Filter for GridGaussian {
         self.inv_norm.len()
     }
 
-    fn filter_normalised(&self, values: &[f32], out: &mut [f32]) -> Result<()> {
-        self.filter(values, out)?;
-        for (o, &s) in out.iter_mut().zip(&self.inv_norm) {
-            *o *= s;
-        }
-        Ok(())
+    fn filter_sum(&self, values: &[f32], out: &mut [f32]) -> Result<()> {
+        self.filter(values, out)
+    }
+
+    fn inverse_norm(&self) -> &[f32] {
+        &self.inv_norm
     }
 }
 

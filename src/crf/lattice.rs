@@ -11,7 +11,7 @@
 //!
 //! The result is approximate: splat + blur + slice is a piecewise-linear, slightly anisotropic
 //! kernel whose width matches the Gaussian's only on average. Dividing by the filtered constant
-//! (what mean-field uses, see [`Lattice::filter_normalised`]) cancels most of the amplitude error;
+//! (what mean-field uses, see [`super::Filter::filter_normalised`]) cancels most of the amplitude error;
 //! `tests/crf.rs` measures what remains against an exact O(N²) filter.
 //!
 //! The lattice depends only on the features, never on the values, so everything value-independent
@@ -47,7 +47,9 @@ pub struct Lattice {
     weights: Vec<f32>,
     /// `m × (d+1) × 2` vertex indices of the − and + neighbour along each lattice direction.
     neighbours: Vec<u32>,
-    /// `1 / filter(1)` per point: the normaliser of [`Lattice::filter_normalised`].
+    /// `1 / filter(1)` per point: the normaliser of [`super::Filter::filter_normalised`]. The
+    /// division cancels the lattice's position-dependent gain (edges of the data, sparse regions),
+    /// which is where most of its error against a true Gaussian lies.
     inv_norm: Vec<f32>,
 }
 
@@ -489,17 +491,6 @@ impl Lattice {
         Ok(lat)
     }
 
-    /// `out_i = Σ_j k_ij values_j / Σ_j k_ij`: a kernel-weighted average, as mean-field uses it.
-    /// The division cancels the lattice's position-dependent gain (edges of the data, sparse
-    /// regions), which is where most of its error against a true Gaussian lies.
-    pub fn filter_normalised(&self, values: &[f32], out: &mut [f32]) -> Result<()> {
-        self.filter(values, out)?;
-        for (o, &s) in out.iter_mut().zip(&self.inv_norm) {
-            *o *= s;
-        }
-        Ok(())
-    }
-
     fn check_len(&self, values: usize, out: usize) -> Result<()> {
         if values != self.n || out != self.n {
             return Err(Error::InvalidInput(format!(
@@ -508,6 +499,20 @@ impl Lattice {
             )));
         }
         Ok(())
+    }
+}
+
+impl super::Filter for Lattice {
+    fn len(&self) -> usize {
+        Lattice::len(self)
+    }
+
+    fn filter_sum(&self, values: &[f32], out: &mut [f32]) -> Result<()> {
+        self.filter(values, out)
+    }
+
+    fn inverse_norm(&self) -> &[f32] {
+        &self.inv_norm
     }
 }
 
@@ -666,6 +671,7 @@ const CHUNK: usize = 5040 * 32;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crf::Filter;
 
     fn rng(seed: &mut u64) -> f32 {
         *seed ^= *seed << 13;

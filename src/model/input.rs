@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result, try_filled};
 use crate::preprocess::Window;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
 
 /// In-plane pixel size of the network's grid, mm. Scans come at 0.4–1 mm; 1 mm keeps a 1 mL
 /// bleed (12 mm across) a dozen pixels wide and a whole brain under 200×200 pixels.
@@ -37,6 +37,98 @@ pub const WINDOWS: [Window; 3] = [
 
 /// Number of input channels.
 pub const CHANNELS: usize = WINDOWS.len();
+
+/// How far above and below a slice its context planes lie, mm (at least one slice). A 5 mm slice
+/// alone often cannot tell a sulcus or the inner table from thin blood; the slices a reader
+/// scrolls to next can (blood is continuous across them, bone and partial-volume rims change).
+/// 5 mm is the clinical slice thickness: on such scans the context planes are the neighbours
+/// themselves, on thin-slice scans they are interpolated at the same physical distance, so the
+/// network sees the same anatomy whatever the reconstruction.
+pub const CONTEXT_MM: f32 = 5.0;
+
+/// Window of the context planes: the brain window (CSF dark, grey matter mid, blood bright),
+/// which is where sulcus and blood differ. One window per context plane keeps the first
+/// convolution small (5 input channels, not 9).
+pub const CONTEXT_WINDOW: Window = Window {
+    center: 40.0,
+    width: 80.0,
+};
+
+/// What the network's input channels hold, told apart by the weights' channel count: a weights
+/// file trained on single slices (3 channels, the layout before 2.5-D input) still loads and
+/// runs as trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The slice in the three [`WINDOWS`].
+    Slice,
+    /// The slice in the three [`WINDOWS`], then the planes [`CONTEXT_MM`] below and above it
+    /// in [`CONTEXT_WINDOW`] (2.5-D).
+    Context,
+}
+
+impl Layout {
+    /// Every supported layout, the default (the shipped model's) first.
+    pub const ALL: [Layout; 2] = [Layout::Slice, Layout::Context];
+
+    /// Input channels of this layout.
+    pub fn channels(self) -> usize {
+        match self {
+            Layout::Slice => CHANNELS,
+            Layout::Context => CHANNELS + 2,
+        }
+    }
+
+    /// The layout of a network with `channels` input channels.
+    pub fn from_channels(channels: usize) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.channels() == channels)
+            .ok_or_else(|| {
+                Error::Weights(format!(
+                    "the network takes {channels} input channels; this version builds {} (one \
+                     slice) or {} (a slice with its neighbours)",
+                    Layout::Slice.channels(),
+                    Layout::Context.channels()
+                ))
+            })
+    }
+
+    /// Name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Slice => "slice",
+            Layout::Context => "context",
+        }
+    }
+}
+
+/// Fractional stack slices of slice `z`'s two context planes (below, above), [`CONTEXT_MM`]
+/// away or one slice, whichever is further, clamped to the stack (the end slices stand in for
+/// what the scan did not cover).
+pub fn context_z(z: usize, slices: usize, dz: f32) -> [f32; 2] {
+    let last = slices.saturating_sub(1) as f32;
+    let off = if dz.is_finite() && dz > 0.0 {
+        CONTEXT_MM.max(dz) / dz
+    } else {
+        1.0
+    };
+    let z = z as f32;
+    [(z - off).clamp(0.0, last), (z + off).clamp(0.0, last)]
+}
+
+/// Write one slice's network input (`layout.channels()` planes) into `out`: `centre` in the
+/// [`WINDOWS`], and for [`Layout::Context`] the two `context` planes in [`CONTEXT_WINDOW`].
+pub fn input_into(layout: Layout, centre: &[f32], context: [&[f32]; 2], out: &mut [f32]) {
+    let n = centre.len();
+    window_into(centre, &mut out[..CHANNELS * n]);
+    if layout == Layout::Context {
+        for (plane, hu) in out[CHANNELS * n..].chunks_mut(n.max(1)).zip(context) {
+            for (o, &v) in plane.iter_mut().zip(hu) {
+                *o = CONTEXT_WINDOW.apply(v);
+            }
+        }
+    }
+}
 
 /// HU written for network-grid pixels that fall outside the scan's field of view (air).
 pub const OUTSIDE_HU: f32 = -1000.0;
@@ -139,6 +231,26 @@ impl SliceGrid {
             for j in 0..self.w {
                 let x = self.x0 + j as f32 * self.sx;
                 out[i * self.w + j] = sample(slice, ny, nx, y, x).unwrap_or(OUTSIDE_HU);
+            }
+        }
+    }
+
+    /// Resample the stack `hu` (`[z, y, x]`) at fractional slice `zf` onto the grid: bilinear
+    /// in-plane, linear between the two nearest slices. `tmp` is a work plane of the grid's size.
+    pub fn resample_z(&self, hu: ArrayView3<'_, f32>, zf: f32, out: &mut [f32], tmp: &mut [f32]) {
+        let nz = hu.dim().0;
+        if nz == 0 {
+            out.fill(OUTSIDE_HU);
+            return;
+        }
+        let zf = zf.clamp(0.0, (nz - 1) as f32);
+        let lo = zf.floor() as usize;
+        let f = zf - lo as f32;
+        self.resample(hu.index_axis(Axis(0), lo), out);
+        if f > 1e-4 && lo + 1 < nz {
+            self.resample(hu.index_axis(Axis(0), lo + 1), tmp);
+            for (o, &t) in out.iter_mut().zip(tmp.iter()) {
+                *o = *o * (1.0 - f) + t * f;
             }
         }
     }
@@ -259,6 +371,43 @@ mod tests {
         window_into(&hu, &mut out);
         assert_eq!(&out[0..3], &[0.0, 0.5, 1.0]);
         assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    #[test]
+    fn context_planes_lie_at_five_mm_or_one_slice() {
+        // 1 mm slices: five slices away; 5 mm: the neighbours; 7 mm: still the neighbours.
+        assert_eq!(context_z(10, 40, 1.0), [5.0, 15.0]);
+        assert_eq!(context_z(10, 40, 5.0), [9.0, 11.0]);
+        assert_eq!(context_z(10, 40, 7.0), [9.0, 11.0]);
+        // 2 mm slices: 2.5 slices away, clamped at the ends of the stack.
+        assert_eq!(context_z(1, 4, 2.0), [0.0, 3.0]);
+        assert_eq!(Layout::from_channels(5).unwrap(), Layout::Context);
+        assert_eq!(Layout::from_channels(3).unwrap(), Layout::Slice);
+        assert!(Layout::from_channels(4).is_err());
+    }
+
+    #[test]
+    fn resample_z_interpolates_between_slices() {
+        // Slice k holds the value 10·k everywhere: at z = 1.25 the plane reads 12.5.
+        let hu = ndarray::Array3::from_shape_fn((4, 8, 8), |(z, _, _)| 10.0 * z as f32);
+        let g = SliceGrid::around((0, 8), (0, 8), [1.0, 1.0], 0.0, 4).unwrap();
+        let (mut out, mut tmp) = (vec![0.0; g.len()], vec![0.0; g.len()]);
+        g.resample_z(hu.view(), 1.25, &mut out, &mut tmp);
+        assert!(out.iter().all(|&v| (v - 12.5).abs() < 1e-4), "{out:?}");
+        g.resample_z(hu.view(), 9.0, &mut out, &mut tmp);
+        assert!(out.iter().all(|&v| (v - 30.0).abs() < 1e-4));
+        // The context channels hold the brain window of the planes: 40 HU is mid-grey.
+        let centre = vec![40.0; 4];
+        let mut x = vec![0.0; 5 * 4];
+        input_into(Layout::Context, &centre, [&[0.0; 4], &[80.0; 4]], &mut x);
+        assert_eq!(&x[12..], &[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
+        input_into(
+            Layout::Slice,
+            &centre,
+            [&[0.0; 4], &[80.0; 4]],
+            &mut x[..12],
+        );
+        assert_eq!(x[0], 0.5);
     }
 
     #[test]

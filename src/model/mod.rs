@@ -35,19 +35,37 @@ pub fn load(bytes: Vec<u8>, device: &Device) -> Result<IchNet> {
 /// As [`load`], in inference mode but with the batch norms kept as separate layers: the network
 /// as trained, which [`to_bytes`] can save again.
 pub fn load_unfolded(bytes: Vec<u8>, device: &Device) -> Result<IchNet> {
+    Ok(from_record_bytes(bytes, device, "the weights file")?.valid())
+}
+
+/// The default-configuration network with burnpack `bytes` loaded, in whichever input layout
+/// ([`input::Layout`]) the file was trained for; `what` names the file in errors.
+pub fn from_record_bytes(bytes: Vec<u8>, device: &Device, what: &str) -> Result<IchNet> {
     let len = bytes.len();
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
-        Error::Weights(format!(
-            "the weights file ({len} bytes) is not a burnpack record: {e}"
-        ))
-    })?;
-    let model = IchNetConfig::new().init(device);
-    let model = model.try_load_record(record).map_err(|e| {
-        Error::Weights(format!(
-            "the weights file ({len} bytes) does not fit this version's ICHNet: {e}"
-        ))
-    })?;
-    Ok(model.valid())
+    let parse = |bytes: Vec<u8>| {
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
+            Error::Weights(format!(
+                "{what} ({len} bytes) is not a burnpack record: {e}"
+            ))
+        })
+    };
+    let mut first_err = None;
+    for layout in input::Layout::ALL {
+        let record = parse(bytes.clone())?;
+        let model = IchNetConfig::new()
+            .with_in_channels(layout.channels())
+            .init(device);
+        match model.try_load_record(record) {
+            Ok(m) => return Ok(m),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(Error::Weights(format!(
+        "{what} ({len} bytes) does not fit this version's ICHNet: {}",
+        first_err.map_or_else(String::new, |e| e.to_string())
+    )))
 }
 
 /// Serialise a network's parameters (including batch-norm running statistics) to burnpack bytes.

@@ -28,7 +28,8 @@ use super::cpu::{Conv3, CpuNet, Dense, Group, Stage};
 /// configuration it was trained with (the test `shipped_weights_load` guards that).
 #[derive(Config, Debug)]
 pub struct IchNetConfig {
-    /// Input channels (CT windows, see `model::input`).
+    /// Input channels: 3 for a slice alone (the shipped model), 5 for a slice with its
+    /// neighbours (see `model::input::Layout`).
     #[config(default = 3)]
     pub in_channels: usize,
     /// Output width of each block; one hypercolumn tap per block.
@@ -473,6 +474,51 @@ impl IchNet {
     /// Whether the batch norms are folded into the convolutions (an inference-only network).
     pub fn is_folded(&self) -> bool {
         self.blocks.iter().flat_map(|b| &b.convs).any(|c| c.folded)
+    }
+
+    /// Input channels the network takes (its first convolution's).
+    pub fn in_channels(&self) -> usize {
+        self.blocks
+            .first()
+            .and_then(|b| b.convs.first())
+            .map_or(0, |c| c.conv.weight.dims()[1])
+    }
+
+    /// What its input channels hold.
+    pub fn layout(&self) -> crate::Result<super::input::Layout> {
+        super::input::Layout::from_channels(self.in_channels())
+    }
+
+    /// The same network taking `channels` (more) input channels, the new ones with zero
+    /// weights: it computes exactly what it did, and training can then learn what the new
+    /// channels add. How a single-slice model is fine-tuned into a 2.5-D one without starting
+    /// over.
+    pub fn widen_input(mut self, channels: usize) -> crate::Result<Self> {
+        let Some(first) = self.blocks.first_mut().and_then(|b| b.convs.first_mut()) else {
+            return Err(crate::Error::Weights(
+                "the network has no convolution".into(),
+            ));
+        };
+        let w = first.conv.weight.val();
+        let [cout, cin, kh, kw] = w.dims();
+        if channels < cin || first.folded {
+            return Err(crate::Error::Weights(format!(
+                "cannot widen a network of {cin} input channels to {channels}{}",
+                if first.folded {
+                    " (batch norms folded)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if channels > cin {
+            let zeros = Tensor::<4>::zeros([cout, channels - cin, kh, kw], &w.device());
+            // Detached: on an autodiff device the concatenation is not a leaf, and a parameter
+            // must be one.
+            first.conv.weight = Param::from_tensor(Tensor::cat(vec![w, zeros], 1).detach());
+        }
+        self.cpu = None;
+        Ok(self)
     }
 }
 

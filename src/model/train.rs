@@ -14,7 +14,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use ndarray::{Array3, Axis};
 
-use super::input::{CHANNELS, SliceGrid, window_into};
+use super::input::{Layout, SliceGrid, context_z, input_into};
 use super::{IchNet, IchNetConfig, Samples};
 use crate::error::{Error, Result, try_vec};
 use crate::model::input::BOX_MARGIN_MM;
@@ -31,6 +31,9 @@ pub struct CachedSlice {
     pub w: usize,
     /// HU rounded to integers (the windows are 40–400 HU wide, so rounding is invisible).
     pub hu: Vec<i16>,
+    /// The two context planes ([`context_z`]: below, then above), HU as `hu`, one after the
+    /// other; cached for every slice, whichever layout is trained.
+    pub context: Vec<i16>,
     /// Haemorrhage label (0/1).
     pub label: Vec<u8>,
     /// Brain mask (0/1): pixels are sampled only here.
@@ -75,6 +78,8 @@ pub fn cache_case(
     )?;
     let mut out = Vec::new();
     let mut hu = vec![0.0f32; grid.len()];
+    let mut tmp = vec![0.0f32; grid.len()];
+    let to_i16 = |v: &f32| v.round().clamp(-1024.0, 3071.0) as i16;
     for z in zr.0..zr.1 {
         let mut lab = vec![0u8; grid.len()];
         let mut br = vec![0u8; grid.len()];
@@ -93,13 +98,17 @@ pub fn cache_case(
             continue;
         }
         grid.resample(stack.hu.index_axis(Axis(0), z), &mut hu);
+        let centre = hu.iter().map(to_i16).collect();
+        let mut context = Vec::with_capacity(2 * grid.len());
+        for zf in context_z(z, stack.hu.dim().0, stack.spacing[0]) {
+            grid.resample_z(stack.hu.view(), zf, &mut hu, &mut tmp);
+            context.extend(hu.iter().map(to_i16));
+        }
         out.push(CachedSlice {
             h: grid.h,
             w: grid.w,
-            hu: hu
-                .iter()
-                .map(|&v| v.round().clamp(-1024.0, 3071.0) as i16)
-                .collect(),
+            hu: centre,
+            context,
             label: lab,
             brain: br,
             positives,
@@ -170,6 +179,9 @@ pub struct TrainOptions {
     /// End the run after this step (with a checkpoint) without changing the schedule, which is
     /// still set by `steps`; `None` runs to `steps`. A later `resume` continues from there.
     pub stop_after: Option<usize>,
+    /// Input layout of the network trained: the slice alone (the default, the shipped model's)
+    /// or with its context planes.
+    pub layout: Layout,
 }
 
 impl Default for TrainOptions {
@@ -184,14 +196,17 @@ impl Default for TrainOptions {
             checkpoint_every: 250,
             augment: true,
             stop_after: None,
+            layout: Layout::Slice,
         }
     }
 }
 
-/// One training batch: `[b, CHANNELS, crop, crop]` input, sampled pixels, targets.
+/// One training batch: `[b, channels, crop, crop]` input, sampled pixels, targets.
 pub struct Batch {
     /// Input planes, batch-major.
     pub x: Vec<f32>,
+    /// Input channels.
+    pub channels: usize,
     /// Batch size.
     pub b: usize,
     /// Crop side.
@@ -204,8 +219,11 @@ pub struct Batch {
 
 /// Draw a batch from the cache: half the crops centred near blood (when the cache has any), the
 /// rest anywhere in the brain; left–right flips; pixels sampled class-balanced inside the brain.
-/// Background samples are stratified: half of them from pixels in 40–100 HU or above 100 HU
-/// (where blood's look-alikes live) when such pixels exist, so rare confounders are seen often.
+/// Background samples are stratified, so rare confounders are seen often: a quarter from the rim
+/// of brain within 4 mm of bone (inner table, skull base), about as many again from pixels of
+/// 40 HU or more (where blood's look-alikes live), each when such pixels exist.
+/// With context planes, below and above are swapped in half the crops: scans are stacked head
+/// first or feet first, and the network should not care which.
 pub fn draw_batch(
     cache: &[CachedSlice],
     positive_ids: &[usize],
@@ -213,10 +231,13 @@ pub fn draw_batch(
     rng: &mut Rng,
 ) -> Batch {
     let c = o.crop;
-    let mut x = vec![0.0f32; o.batch * CHANNELS * c * c];
+    let cc = c * c;
+    let ch = o.layout.channels();
+    let planes = if o.layout == Layout::Context { 3 } else { 1 };
+    let mut x = vec![0.0f32; o.batch * ch * cc];
     let mut samples = Samples::default();
     let mut target = Vec::new();
-    let mut hu = vec![0.0f32; c * c];
+    let mut hu = vec![0.0f32; planes * cc];
     let mut lab = vec![0u8; c * c];
     let mut br = vec![0u8; c * c];
     let mut scratch = Scratch::default();
@@ -265,10 +286,15 @@ pub fn draw_batch(
                 if sy >= 0 && sx >= 0 && (sy as usize) < s.h && (sx as usize) < s.w {
                     let si = sy as usize * s.w + sx as usize;
                     hu[k] = s.hu[si] as f32 + offset;
+                    for p in 1..planes {
+                        hu[p * cc + k] = s.context[(p - 1) * s.h * s.w + si] as f32 + offset;
+                    }
                     lab[k] = s.label[si];
                     br[k] = s.brain[si];
                 } else {
-                    hu[k] = super::input::OUTSIDE_HU;
+                    for p in 0..planes {
+                        hu[p * cc + k] = super::input::OUTSIDE_HU;
+                    }
                     lab[k] = 0;
                     br[k] = 0;
                 }
@@ -277,14 +303,21 @@ pub fn draw_batch(
         if o.augment {
             augment_crop(&mut hu, c, rng, &mut scratch);
         }
-        window_into(
-            &hu,
-            &mut x[n * CHANNELS * c * c..(n + 1) * CHANNELS * c * c],
+        let (centre, context) = hu.split_at(cc);
+        let (mut below, mut above) = context.split_at(context.len() / 2);
+        if planes > 1 && rng.unit() < 0.5 {
+            std::mem::swap(&mut below, &mut above);
+        }
+        input_into(
+            o.layout,
+            centre,
+            [below, above],
+            &mut x[n * ch * cc..(n + 1) * ch * cc],
         );
         sample_pixels(
             n,
             c,
-            &hu,
+            centre,
             &lab,
             &br,
             o.pixels,
@@ -295,6 +328,7 @@ pub fn draw_batch(
     }
     Batch {
         x,
+        channels: ch,
         b: o.batch,
         crop: c,
         samples,
@@ -324,9 +358,14 @@ pub struct Scratch {
 /// kernels), so blood (45–90 HU) stays brighter than brain. Measured on that split, the
 /// network's own false positives stayed (precision 0.42), but they became ones the CRF removes:
 /// with a validation-chosen CRF the model met its targets on the unseen head (README model card).
+///
+/// `hu` holds one or more planes of `c × c` (the slice, then its context planes): calibration,
+/// kernel and texture are the scanner's and the same on every plane; the fine noise is drawn
+/// per plane. The random draws for the first plane come first and in the same order whatever the
+/// number of planes, so a single-slice run draws what it always drew.
 pub fn augment_crop(hu: &mut [f32], c: usize, rng: &mut Rng, s: &mut Scratch) {
     let n = c * c;
-    debug_assert_eq!(hu.len(), n);
+    debug_assert!(n > 0 && hu.len().is_multiple_of(n));
     s.blur.resize(n, 0.0);
     s.tmp.resize(n, 0.0);
     // Calibration: a gain about 30 HU (brain) and an offset, on top of the ±3 HU jitter.
@@ -341,22 +380,26 @@ pub fn augment_crop(hu: &mut [f32], c: usize, rng: &mut Rng, s: &mut Scratch) {
     let kernel = rng.unit();
     let amount = rng.unit();
     if kernel < 2.0 / 3.0 {
-        blur_121(hu, c, c, &mut s.tmp, &mut s.blur);
         let k = if kernel < 1.0 / 3.0 { -amount } else { amount };
-        for (v, &b) in hu.iter_mut().zip(&s.blur) {
-            *v += k * (*v - b);
+        for plane in hu.chunks_mut(n) {
+            blur_121(plane, c, c, &mut s.tmp, &mut s.blur);
+            for (v, &b) in plane.iter_mut().zip(&s.blur) {
+                *v += k * (*v - b);
+            }
         }
     }
     // Fine noise (correlated like reconstructed CT noise) in half of the crops.
     if rng.unit() < 0.5 {
         let sd = 4.0 * rng.unit();
-        s.noise.clear();
-        s.noise.extend((0..n).map(|_| rng.normal()));
-        blur_121(&s.noise, c, c, &mut s.tmp, &mut s.blur);
         // Σw² of the 2-D [1 2 1]/4 kernel is (6/16)²: rescale to the drawn sd.
         let g = sd / (6.0 / 16.0);
-        for (v, &e) in hu.iter_mut().zip(&s.blur) {
-            *v += g * e;
+        for plane in hu.chunks_mut(n) {
+            s.noise.clear();
+            s.noise.extend((0..n).map(|_| rng.normal()));
+            blur_121(&s.noise, c, c, &mut s.tmp, &mut s.blur);
+            for (v, &e) in plane.iter_mut().zip(&s.blur) {
+                *v += g * e;
+            }
         }
     }
     // Low-frequency texture (uneven grey/white matter, beam hardening residue) in half of them:
@@ -376,7 +419,10 @@ pub fn augment_crop(hu: &mut [f32], c: usize, rng: &mut Rng, s: &mut Scratch) {
                 let at = |y: usize, x: usize| s.coarse[y * m + x];
                 let top = at(y0, x0) * (1.0 - tx) + at(y0, x0 + 1) * tx;
                 let bottom = at(y0 + 1, x0) * (1.0 - tx) + at(y0 + 1, x0 + 1) * tx;
-                hu[i * c + j] += top * (1.0 - ty) + bottom * ty;
+                let t = top * (1.0 - ty) + bottom * ty;
+                for plane in hu.chunks_mut(n) {
+                    plane[i * c + j] += t;
+                }
             }
         }
     }
@@ -397,12 +443,16 @@ fn sample_pixels(
     let mut pos = Vec::new();
     let mut neg_easy = Vec::new();
     let mut neg_hard = Vec::new();
+    let mut neg_bone = Vec::new();
+    let near_bone = near_bone(hu, c);
     for i in 0..c * c {
         if br[i] == 0 {
             continue;
         }
         if lab[i] != 0 {
             pos.push(i);
+        } else if near_bone[i] {
+            neg_bone.push(i);
         } else if hu[i] >= 40.0 {
             neg_hard.push(i);
         } else {
@@ -422,17 +472,49 @@ fn sample_pixels(
         }
     };
     take(&mut pos, n_pos, 1.0, rng);
-    let hard = (n_neg / 2).min(neg_hard.len());
+    let bone = (n_neg / 4).min(neg_bone.len());
+    take(&mut neg_bone, bone, 0.0, rng);
+    let hard = ((n_neg - bone) / 2).min(neg_hard.len());
     take(&mut neg_hard, hard, 0.0, rng);
-    let easy = n_neg - hard;
-    if neg_easy.len() >= easy {
-        take(&mut neg_easy, easy, 0.0, rng);
-    } else {
-        let rest = easy - neg_easy.len();
-        take(&mut neg_easy, easy, 0.0, rng);
-        take(&mut neg_hard, rest, 0.0, rng);
+    // The rest from ordinary tissue, topped up from the other pools when it runs short.
+    let mut rest = n_neg - bone - hard;
+    for pool in [&mut neg_easy, &mut neg_hard, &mut neg_bone] {
+        let k = rest.min(pool.len());
+        take(pool, k, 0.0, rng);
+        rest -= k;
     }
 }
+
+/// Brain pixels within [`BONE_NEIGHBOURHOOD`] pixels of bone (≥ 300 HU) in a `c × c` crop.
+///
+/// Why: on real scans the network's false positives are thin strips along the inner table and
+/// spots at the skull base, where partial volume with bone and beam hardening lift brain to
+/// blood's density; cortical, subdural and subarachnoid blood lie there too. A quarter of the
+/// background samples come from this rim so that the network sees the look-alikes beside real
+/// blood's hardest cases at every step, not only when a random draw lands there.
+fn near_bone(hu: &[f32], c: usize) -> Vec<bool> {
+    let r = BONE_NEIGHBOURHOOD;
+    let bone: Vec<bool> = hu[..c * c].iter().map(|&v| v >= 300.0).collect();
+    // Separable dilation by a (2r+1)² square: rows, then columns.
+    let mut rows = vec![false; c * c];
+    for y in 0..c {
+        for x in 0..c {
+            let (lo, hi) = (x.saturating_sub(r), (x + r).min(c - 1));
+            rows[y * c + x] = bone[y * c + lo..=y * c + hi].iter().any(|&b| b);
+        }
+    }
+    let mut out = vec![false; c * c];
+    for y in 0..c {
+        let (lo, hi) = (y.saturating_sub(r), (y + r).min(c - 1));
+        for x in 0..c {
+            out[y * c + x] = (lo..=hi).any(|yy| rows[yy * c + x]);
+        }
+    }
+    out
+}
+
+/// Pixels (1 mm) from bone that count as the inner-table rim for hard-negative sampling.
+const BONE_NEIGHBOURHOOD: usize = 4;
 
 /// Mean binary cross-entropy of `logits` against `target`, in the overflow-free form
 /// `max(z, 0) − z·t + log(1 + e^(−|z|))`.
@@ -474,11 +556,15 @@ impl TrainPaths<'_> {
 pub fn validate(model: &IchNet, val: &[CachedSlice], device: &Device) -> Result<f32> {
     let mut inter = 0usize;
     let mut sum = 0usize;
+    let layout = model.layout()?;
+    let ch = layout.channels();
     for s in val {
-        let mut x = vec![0.0f32; CHANNELS * s.h * s.w];
+        let mut x = vec![0.0f32; ch * s.h * s.w];
         let hu: Vec<f32> = s.hu.iter().map(|&v| v as f32).collect();
-        window_into(&hu, &mut x);
-        let t = Tensor::<4>::from_data(TensorData::new(x, [1, CHANNELS, s.h, s.w]), device);
+        let context: Vec<f32> = s.context.iter().map(|&v| v as f32).collect();
+        let (below, above) = context.split_at(context.len() / 2);
+        input_into(layout, &hu, [below, above], &mut x);
+        let t = Tensor::<4>::from_data(TensorData::new(x, [1, ch, s.h, s.w]), device);
         let logits = model.forward_dense(t);
         let v = logits
             .into_data()
@@ -528,7 +614,7 @@ pub fn train(
             "no training slices: the data folder holds no case with brain tissue".into(),
         ));
     }
-    let cfg = IchNetConfig::new();
+    let cfg = IchNetConfig::new().with_in_channels(o.layout.channels());
     let m = cfg.size_multiple();
     if !o.crop.is_multiple_of(m) || o.crop == 0 {
         return Err(Error::InvalidInput(format!(
@@ -547,17 +633,26 @@ pub fn train(
     let mut best = f32::NEG_INFINITY;
     if let Start::Weights(bytes) = start_from {
         let len = bytes.len();
-        let record =
-            burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-                .map_err(|e| {
-                    Error::Weights(format!(
-                        "--init: {len} bytes are not a burnpack record: {e}"
-                    ))
-                })?;
-        model = model.try_load_record(record).map_err(|e| {
-            Error::Weights(format!("--init: the weights do not fit the model: {e}"))
-        })?;
-        monitor.note(&format!("starting from the given weights ({len} bytes)"));
+        let given = super::from_record_bytes(bytes, device, "--init")?;
+        let from = given.layout()?;
+        if from != o.layout && (from, o.layout) != (Layout::Slice, Layout::Context) {
+            return Err(Error::InvalidInput(format!(
+                "--init: those weights take the {} input, the run trains the {} input; a \
+                 single-slice network can be widened to context planes, not the reverse",
+                from.name(),
+                o.layout.name()
+            )));
+        }
+        model = given.widen_input(o.layout.channels())?;
+        monitor.note(&format!(
+            "starting from the given weights ({len} bytes, {} input{})",
+            from.name(),
+            if from == o.layout {
+                ""
+            } else {
+                "; the context planes start with zero weights"
+            }
+        ));
     } else if let Start::Resume = start_from {
         let (step, rng_state, best_val) = read_state(&paths.ckpt_state())?;
         let bytes =
@@ -593,7 +688,7 @@ pub fn train(
             continue;
         }
         let x = Tensor::<4>::from_data(
-            TensorData::new(b.x, [b.b, CHANNELS, b.crop, b.crop]),
+            TensorData::new(b.x, [b.b, b.channels, b.crop, b.crop]),
             device,
         );
         let p = b.target.len();
@@ -692,4 +787,61 @@ pub fn cache_bytes(cache: &[CachedSlice]) -> usize {
 /// Preallocate a cache vector, checked.
 pub fn cache_vec(n: usize) -> Result<Vec<CachedSlice>> {
     try_vec(n, "the training slice cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_samples_include_the_rim_beside_bone() {
+        // A 40×40 crop: bone (1000 HU) in the first 3 rows, brain (30 HU) below it, blood
+        // (70 HU) in a square far from the bone.
+        let c = 40;
+        let mut hu = vec![30.0f32; c * c];
+        let mut lab = vec![0u8; c * c];
+        let mut br = vec![1u8; c * c];
+        for i in 0..3 * c {
+            hu[i] = 1000.0;
+            br[i] = 0;
+        }
+        for y in 25..35 {
+            for x in 15..25 {
+                hu[y * c + x] = 70.0;
+                lab[y * c + x] = 1;
+            }
+        }
+        let near = near_bone(&hu, c);
+        // Rows 3..=6 are within 4 pixels of row 2, the last bone row; row 7 is not.
+        assert!((3..=6).all(|y| near[y * c + 10]));
+        assert!(!near[7 * c + 10]);
+        let (mut samples, mut target) = (Samples::default(), Vec::new());
+        let mut rng = Rng::new(3);
+        sample_pixels(
+            0,
+            c,
+            &hu,
+            &lab,
+            &br,
+            40,
+            &mut rng,
+            &mut samples,
+            &mut target,
+        );
+        let pos = target.iter().filter(|&&t| t == 1.0).count();
+        assert_eq!(pos, 40);
+        assert_eq!(
+            target.len(),
+            80,
+            "as many background pixels as blood pixels"
+        );
+        let rim = (0..samples.len())
+            .filter(|&i| target[i] == 0.0 && (3..=6).contains(&samples.y[i]))
+            .count();
+        // The rim is 4 rows of 40 pixels out of 37 brain rows: random sampling would give ~4.
+        assert_eq!(
+            rim, 10,
+            "a quarter of the background from the rim beside bone"
+        );
+    }
 }

@@ -422,14 +422,9 @@ pub fn config_from_json(json: &str) -> Result<RegistrationConfig> {
     let o: Options = serde_json::from_str(json)
         .map_err(|e| Error::InvalidInput(format!("the comparison options: {e}")))?;
     let similarity = match o.similarity.as_deref() {
-        None | Some("mi") => Similarity::MutualInformation,
-        Some("ncc") => Similarity::Ncc,
-        Some(other) => {
-            return Err(Error::InvalidInput(format!(
-                "the comparison options: similarity {other:?} is neither \"mi\" (mutual \
-                 information) nor \"ncc\" (normalised cross-correlation)"
-            )));
-        }
+        None => Similarity::MutualInformation,
+        Some(name) => Similarity::from_name(name)
+            .map_err(|e| Error::InvalidInput(format!("the comparison options: {e}")))?,
     };
     Ok(RegistrationConfig {
         similarity,

@@ -113,6 +113,21 @@ pub enum Similarity {
     MutualInformation,
 }
 
+impl Similarity {
+    /// The similarity by the name `ichnet compare --similarity` and the page's options use:
+    /// `"mi"` or `"ncc"`.
+    pub fn from_name(name: &str) -> crate::Result<Self> {
+        match name {
+            "mi" => Ok(Similarity::MutualInformation),
+            "ncc" => Ok(Similarity::Ncc),
+            other => Err(crate::Error::InvalidInput(format!(
+                "similarity {other:?} is neither \"mi\" (mutual information) nor \"ncc\" \
+                 (normalised cross-correlation)"
+            ))),
+        }
+    }
+}
+
 /// Settings of [`register`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistrationConfig {
