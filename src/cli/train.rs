@@ -1,7 +1,7 @@
 //! `ichnet train`: fit ICHNet on any folder of image/mask pairs (synthetic or real).
 //!
 //! Layout: `DIR/images/NAME.nii.gz` + `DIR/masks/NAME.nii.gz`. Each case is read once into a
-//! slice cache (network grid, HU as i16 with its two context planes, label and brain planes), saved as `DIR/ichnet-cache-*.bin`
+//! slice cache (network grid, HU as i16, label and brain planes, and for a 2.5-D run the two context planes), saved as `DIR/ichnet-cache-*.bin`
 //! so a second run or a `--resume` starts in seconds.
 
 use std::fs;
@@ -142,10 +142,14 @@ fn build_cache(
     keep_negative: f32,
     max: Option<usize>,
     seed: u64,
+    layout: Layout,
 ) -> Result<Vec<CachedSlice>> {
     let tag = (keep_negative * 100.0).round() as u32;
     let cap = max.map_or("all".to_string(), |m| m.to_string());
-    let path = dir.join(format!("ichnet-cache-v2-kn{tag}-n{cap}-s{seed}.bin"));
+    let path = dir.join(format!(
+        "ichnet-cache-v3-{}-kn{tag}-n{cap}-s{seed}.bin",
+        layout.name()
+    ));
     if let Ok(c) = load_cache(&path) {
         eprintln!("{}: {} cached slices", path.display(), c.len());
         return Ok(c);
@@ -172,6 +176,7 @@ fn build_cache(
             &brain,
             multiple,
             keep_negative,
+            layout,
             &mut rng,
         )?;
         cache.extend(slices);
@@ -185,10 +190,11 @@ fn build_cache(
 
 fn save_cache(path: &Path, cache: &[CachedSlice]) -> Result<()> {
     let mut buf = Vec::new();
-    buf.extend_from_slice(b"ICHC2");
+    buf.extend_from_slice(b"ICHC3");
     buf.extend_from_slice(&(cache.len() as u64).to_le_bytes());
     for s in cache {
-        for v in [s.h, s.w, s.positives] {
+        let context_planes = s.context.len() / (s.h * s.w).max(1);
+        for v in [s.h, s.w, s.positives, context_planes] {
             buf.extend_from_slice(&(v as u64).to_le_bytes());
         }
         for v in s.hu.iter().chain(&s.context) {
@@ -208,7 +214,7 @@ fn load_cache(path: &Path) -> Result<Vec<CachedSlice>> {
         .map_err(|e| Error::io(path, e))?;
     let bad = || Error::InvalidInput(format!("{}: damaged cache file", path.display()));
     let mut pos = 5;
-    if buf.get(..5) != Some(b"ICHC2".as_slice()) {
+    if buf.get(..5) != Some(b"ICHC3".as_slice()) {
         return Err(bad());
     }
     let u64_at = |pos: &mut usize| -> Result<usize> {
@@ -224,6 +230,10 @@ fn load_cache(path: &Path) -> Result<Vec<CachedSlice>> {
         let h = u64_at(&mut pos)?;
         let w = u64_at(&mut pos)?;
         let positives = u64_at(&mut pos)?;
+        let context_planes = u64_at(&mut pos)?;
+        if context_planes != 0 && context_planes != 2 {
+            return Err(bad());
+        }
         let len = h.checked_mul(w).filter(|&l| l <= 1 << 20).ok_or_else(bad)?;
         let mut planes = |count: usize| -> Result<Vec<i16>> {
             let bytes = buf.get(pos..pos + 2 * count * len).ok_or_else(bad)?;
@@ -234,7 +244,7 @@ fn load_cache(path: &Path) -> Result<Vec<CachedSlice>> {
                 .collect())
         };
         let hu = planes(1)?;
-        let context = planes(2)?;
+        let context = planes(context_planes)?;
         let label = buf.get(pos..pos + len).ok_or_else(bad)?.to_vec();
         pos += len;
         let brain = buf.get(pos..pos + len).ok_or_else(bad)?.to_vec();
@@ -301,11 +311,16 @@ fn thin(v: Vec<CachedSlice>, max: usize) -> Vec<CachedSlice> {
 /// Run `ichnet train`.
 pub fn run(a: &TrainArgs) -> Result<()> {
     let t = Instant::now();
-    let cache = build_cache(&a.data, a.keep_negative, a.max_cases, a.seed)?;
+    let layout = if a.input == "slice" {
+        Layout::Slice
+    } else {
+        Layout::Context
+    };
+    let cache = build_cache(&a.data, a.keep_negative, a.max_cases, a.seed, layout)?;
     let val = match &a.val {
         // Validation keeps every bleeding slice and a quarter of the clean ones (false positives
         // on clean slices must count, but a full pass over every slice would stall training).
-        Some(v) => thin(build_cache(v, 0.25, None, a.seed)?, MAX_VAL_SLICES),
+        Some(v) => thin(build_cache(v, 0.25, None, a.seed, layout)?, MAX_VAL_SLICES),
         None => Vec::new(),
     };
     let pos = cache.iter().filter(|s| s.positives > 0).count();
@@ -332,11 +347,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every,
         augment: !a.no_augment,
         stop_after: a.stop_after,
-        layout: if a.input == "slice" {
-            Layout::Slice
-        } else {
-            Layout::Context
-        },
+        layout,
     };
     let start = match (&a.init, a.resume) {
         (Some(p), _) => train::Start::Weights(fs::read(p).map_err(|e| Error::io(p, e))?),

@@ -32,7 +32,7 @@ pub struct CachedSlice {
     /// HU rounded to integers (the windows are 40–400 HU wide, so rounding is invisible).
     pub hu: Vec<i16>,
     /// The two context planes ([`context_z`]: below, then above), HU as `hu`, one after the
-    /// other; cached for every slice, whichever layout is trained.
+    /// other; empty when the cache is for a single-slice network (they would double its size).
     pub context: Vec<i16>,
     /// Haemorrhage label (0/1).
     pub label: Vec<u8>,
@@ -44,13 +44,16 @@ pub struct CachedSlice {
 
 /// Cache the brain-containing slices of one case. Slices without blood are kept with
 /// probability `keep_negative` (drawn from `rng`): they carry the look-alikes the network must
-/// learn to reject, but are far more numerous than bleeding slices.
+/// learn to reject, but are far more numerous than bleeding slices. The context planes are
+/// cached only for a network of `layout` [`Layout::Context`].
+#[allow(clippy::too_many_arguments)]
 pub fn cache_case(
     stack: &Stack,
     label: &Array3<u8>,
     brain: &Array3<u8>,
     multiple: usize,
     keep_negative: f32,
+    layout: Layout,
     rng: &mut Rng,
 ) -> Result<Vec<CachedSlice>> {
     if label.dim() != stack.hu.dim() || brain.dim() != stack.hu.dim() {
@@ -99,10 +102,13 @@ pub fn cache_case(
         }
         grid.resample(stack.hu.index_axis(Axis(0), z), &mut hu);
         let centre = hu.iter().map(to_i16).collect();
-        let mut context = Vec::with_capacity(2 * grid.len());
-        for zf in context_z(z, stack.hu.dim().0, stack.spacing[0]) {
-            grid.resample_z(stack.hu.view(), zf, &mut hu, &mut tmp);
-            context.extend(hu.iter().map(to_i16));
+        let mut context = Vec::new();
+        if layout == Layout::Context {
+            context.reserve(2 * grid.len());
+            for zf in context_z(z, stack.hu.dim().0, stack.spacing[0]) {
+                grid.resample_z(stack.hu.view(), zf, &mut hu, &mut tmp);
+                context.extend(hu.iter().map(to_i16));
+            }
         }
         out.push(CachedSlice {
             h: grid.h,
@@ -781,7 +787,11 @@ fn read_state(path: &Path) -> Result<(usize, u64, f32)> {
 
 /// Bytes of a cache of slices (for the progress report).
 pub fn cache_bytes(cache: &[CachedSlice]) -> usize {
-    cache.iter().map(|s| s.hu.len() * 4).sum()
+    // Per pixel: i16 HU, u8 label, u8 brain; i16 per context pixel.
+    cache
+        .iter()
+        .map(|s| s.hu.len() * 4 + s.context.len() * 2)
+        .sum()
 }
 
 /// Preallocate a cache vector, checked.
