@@ -377,3 +377,47 @@ fn the_subarachnoid_space_is_found_and_excludes_the_ventricles() {
     assert!((0.01..0.30).contains(&share), "share {share:.3}");
     assert_eq!(in_ventricles, 0);
 }
+
+/// Every vendored anatomy (`ichnet synth` uses them all by default) labels like a head: a brain
+/// of adult size, ventricles with both atria, parenchyma to centre clots in, a subarachnoid
+/// space. The GE head is the one rebuilt from a tilted thick-slice series (4 / 7 mm, the tilt
+/// undone by make_anatomy.py): a wrong shear or axis would show as a brain of the wrong size or
+/// no ventricles.
+#[test]
+fn every_vendored_anatomy_labels_like_a_head() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/anatomy");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("assets/anatomy") {
+        let path = entry.expect("entry").path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".nii.gz"))
+        else {
+            continue;
+        };
+        let scan = Scan::from_bytes(&std::fs::read(&path).expect("readable")).expect("reads");
+        let a = Anatomy::new(name, &scan.stack).expect("labels");
+        let ml = a.brain_ml();
+        eprintln!(
+            "{name}: brain {ml:.0} mL, {} ventricle points, {} parenchyma points",
+            a.ventricle_points.len(),
+            a.parenchyma.len()
+        );
+        assert!((900.0..1900.0).contains(&ml), "{name}: brain {ml:.0} mL");
+        assert!(a.ventricle_points.len() > 100, "{name}: ventricles found");
+        assert!(a.atria.is_some(), "{name}: atria found");
+        assert!(a.parenchyma.len() > 1000, "{name}: parenchyma found");
+        names.push(name.to_string());
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "cranium_promed0051_head",
+            "ge_hispeed_head",
+            "scct_cormack_hu"
+        ],
+        "the anatomies the model card describes"
+    );
+}
