@@ -92,6 +92,11 @@ export const ToWorker = Object.freeze({
    */
   BATCH: "batch",
   /**
+   * To a helper worker: `{ type }`, no answer: load the module and the CPU engine now, while the
+   * coordinating worker reads the scan, so the helper's first batch does not wait for them.
+   */
+  WARM: "warm",
+  /**
    * `{ type, id, req, mask: Uint8Array (file order, 0/1) | null (the model's), reader?,
    * signed_at? }`: measure the reader's edit of result `id` with the core's code; with `reader`
    * (name or initials) and `signed_at` (ISO 8601), sign it. Answered by `FromWorker.REVIEWED`

@@ -133,7 +133,12 @@ function workerCount(batches, cap = MAX_WORKERS) {
   return Math.max(1, Math.min(cores, byMemory, MAX_WORKERS, cap, batches));
 }
 
-/** A helper worker with a promise-per-batch interface; errors reject that batch. */
+/**
+ * A helper worker with a promise-per-batch interface; errors reject that batch. It is told to
+ * load its module and engine at once: compiling the module and loading the weights took longer
+ * than the sample's whole network stage on a 2-core machine, so a helper started at the
+ * network stage ran almost none of the batches.
+ */
 function startHelper() {
   const w = new Worker(WORKER_URL, { type: "module" });
   const pending = new Map();
@@ -153,6 +158,7 @@ function startHelper() {
     for (const p of pending.values()) p.reject(new Error(`a network helper worker failed: ${event.message ?? "worker error"}`));
     pending.clear();
   });
+  w.postMessage({ type: ToWorker.WARM });
   return {
     run(x, shape) {
       const id = next++;
@@ -246,6 +252,14 @@ function openScan(files, options, extra = {}) {
 async function runStages(scan, progress, until = scan.stages.length) {
   const { job, stages, timings, browserTimings, backend, maxWorkers } = scan;
   const t0 = performance.now();
+  // The CPU path will share batches with helpers: start them (and their engines) now, so they
+  // are ready by the network stage. Only where the CPU is known to run the network: on a GPU
+  // they would cost memory for nothing.
+  if (scan.next === 0 && (backend === Backend.CPU || gpuRefusal)) {
+    const n = workerCount(MAX_WORKERS, maxWorkers);
+    helpers ??= [];
+    while (helpers.length < n - 1) helpers.push(startHelper());
+  }
   try {
     for (; scan.next < until; scan.next++) {
       const index = scan.next;
@@ -562,10 +576,17 @@ function scanNifti({ id, req }) {
   post({ type: FromWorker.SCAN, id, req, bytes }, [bytes.buffer]);
 }
 
+/** As a helper: the module and the CPU engine, loaded once (the first batch may arrive while a
+ * `WARM` is still loading them: both wait on the same promise, so one engine is made). */
+let helperEngine = null;
+function warm() {
+  helperEngine ??= loadCore().then(() => engineFor(Backend.CPU));
+  return helperEngine;
+}
+
 /** As a helper: one batch through this instance's CPU engine. */
 async function batch({ id, x, shape }) {
-  await loadCore();
-  const entry = await engineFor(Backend.CPU);
+  const entry = await warm();
   const probs = await entry.engine.forward(x, new Uint32Array(shape));
   post({ type: FromWorker.BATCH, id, probs, memory: wasm?.memory?.buffer?.byteLength ?? 0 }, [probs.buffer]);
 }
@@ -575,6 +596,7 @@ self.addEventListener("message", async (event) => {
   const work = {
     [ToWorker.SEGMENT]: segment,
     [ToWorker.BATCH]: batch,
+    [ToWorker.WARM]: warm,
     [ToWorker.REVIEW]: reviewMask,
     [ToWorker.SCAN]: scanNifti,
     [ToWorker.COMPARE]: compare,
