@@ -331,6 +331,18 @@ fn train_init_starts_from_the_given_weights() {
         "{}",
         stderr(&o)
     );
+    // A rim share that is not a share is refused with its number.
+    let o = train(
+        &data,
+        &dir.join("rim.bpk"),
+        &["--steps", "1", "--rim-negatives", "1.5"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("a rim share of 1.5 is not a share"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -170,6 +170,13 @@ function startHelper() {
   };
 }
 
+/** The helpers for `n` module instances in all (this worker is one), started when missing. */
+function helpersFor(n) {
+  helpers ??= [];
+  while (helpers.length < n - 1) helpers.push(startHelper());
+  return helpers.slice(0, n - 1);
+}
+
 /** Lets queued messages (a helper's finished batch) run between two of our own long batches. */
 const yieldToEvents = () => new Promise((r) => setTimeout(r, 0));
 
@@ -197,9 +204,7 @@ async function runNetwork(job, entry, maxWorkers, onBatch) {
     return 1;
   }
   const n = workerCount(total, maxWorkers);
-  helpers ??= [];
-  while (helpers.length < n - 1) helpers.push(startHelper());
-  const mine = helpers.slice(0, n - 1);
+  const mine = helpersFor(n);
   const viaHelper = (h) => async (i) => {
     const channels = entry.engine.inputChannels();
     const probs = await h.run(job.batchInput(i, channels), Array.from(job.batchShape(i, channels)));
@@ -256,9 +261,7 @@ async function runStages(scan, progress, until = scan.stages.length) {
   // are ready by the network stage. Only where the CPU is known to run the network: on a GPU
   // they would cost memory for nothing.
   if (scan.next === 0 && (backend === Backend.CPU || gpuRefusal)) {
-    const n = workerCount(MAX_WORKERS, maxWorkers);
-    helpers ??= [];
-    while (helpers.length < n - 1) helpers.push(startHelper());
+    helpersFor(workerCount(MAX_WORKERS, maxWorkers));
   }
   try {
     for (; scan.next < until; scan.next++) {

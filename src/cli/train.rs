@@ -316,17 +316,26 @@ fn thin(v: Vec<CachedSlice>, max: usize) -> Vec<CachedSlice> {
 /// Run `ichnet train`.
 pub fn run(a: &TrainArgs) -> Result<()> {
     let t = Instant::now();
-    if !(0.0..=1.0).contains(&a.rim_negatives) {
-        return Err(Error::InvalidInput(format!(
-            "--rim-negatives {} is not a share: give a value from 0 to 1 (default 0)",
-            a.rim_negatives
-        )));
-    }
     let layout = if a.input == "slice" {
         Layout::Slice
     } else {
         Layout::Context
     };
+    let opts = TrainOptions {
+        steps: a.steps,
+        batch: a.batch,
+        crop: a.crop,
+        pixels: a.pixels,
+        lr: a.lr,
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+        augment: !a.no_augment,
+        stop_after: a.stop_after,
+        layout,
+        rim_share: a.rim_negatives,
+    };
+    // Bad options are refused before the (slow) slice cache is built.
+    opts.check()?;
     let cache = build_cache(&a.data, a.keep_negative, a.max_cases, a.seed, layout)?;
     let val = match &a.val {
         // Validation keeps every bleeding slice and a quarter of the clean ones (false positives
@@ -348,19 +357,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         Device::flex()
     }
     .autodiff();
-    let opts = TrainOptions {
-        steps: a.steps,
-        batch: a.batch,
-        crop: a.crop,
-        pixels: a.pixels,
-        lr: a.lr,
-        seed: a.seed,
-        checkpoint_every: a.checkpoint_every,
-        augment: !a.no_augment,
-        stop_after: a.stop_after,
-        layout,
-        rim_share: a.rim_negatives,
-    };
     let start = match (&a.init, a.resume) {
         (Some(p), _) => train::Start::Weights(fs::read(p).map_err(|e| Error::io(p, e))?),
         (None, true) => train::Start::Resume,

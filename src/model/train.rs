@@ -213,6 +213,28 @@ impl Default for TrainOptions {
     }
 }
 
+impl TrainOptions {
+    /// Refuse options no run can use, with the number that is wrong; [`train`] calls it, and a
+    /// caller that builds a slice cache first can call it before that slow step.
+    pub fn check(&self) -> Result<()> {
+        let m = IchNetConfig::new().size_multiple();
+        if !self.crop.is_multiple_of(m) || self.crop == 0 {
+            return Err(Error::InvalidInput(format!(
+                "crop {} must be a positive multiple of {m}",
+                self.crop
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.rim_share) {
+            return Err(Error::InvalidInput(format!(
+                "a rim share of {} is not a share of the background samples: give a value from \
+                 0 to 1 (--rim-negatives; default 0)",
+                self.rim_share
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// One training batch: `[b, channels, crop, crop]` input, sampled pixels, targets.
 pub struct Batch {
     /// Input planes, batch-major.
@@ -459,14 +481,19 @@ fn sample_pixels(
     let mut neg_easy = Vec::new();
     let mut neg_hard = Vec::new();
     let mut neg_bone = Vec::new();
-    let near_bone = near_bone(hu, c);
+    // The dilation only when a rim share is asked for (the default takes none).
+    let near_bone = if rim_share > 0.0 {
+        near_bone(hu, c)
+    } else {
+        Vec::new()
+    };
     for i in 0..c * c {
         if br[i] == 0 {
             continue;
         }
         if lab[i] != 0 {
             pos.push(i);
-        } else if rim_share > 0.0 && near_bone[i] {
+        } else if near_bone.get(i) == Some(&true) {
             neg_bone.push(i);
         } else if hu[i] >= 40.0 {
             neg_hard.push(i);
@@ -630,14 +657,8 @@ pub fn train(
             "no training slices: the data folder holds no case with brain tissue".into(),
         ));
     }
+    o.check()?;
     let cfg = IchNetConfig::new().with_in_channels(o.layout.channels());
-    let m = cfg.size_multiple();
-    if !o.crop.is_multiple_of(m) || o.crop == 0 {
-        return Err(Error::InvalidInput(format!(
-            "crop {} must be a positive multiple of {m}",
-            o.crop
-        )));
-    }
     let positive_ids: Vec<usize> = (0..cache.len())
         .filter(|&i| cache[i].positives > 0)
         .collect();
