@@ -18,6 +18,10 @@
 pub mod crf;
 pub mod error;
 pub mod io;
+/// Labelled case folders and the case-level checkpoint score (native: files and the native
+/// network loop).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod labelled;
 pub mod metrics;
 pub mod model;
 mod parallel;

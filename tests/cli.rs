@@ -266,6 +266,158 @@ fn train_stops_after_the_given_step_and_resumes_to_the_end() {
     );
 }
 
+/// The `case Dice X` of every checkpoint note in a training log, in step order.
+fn case_scores(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| l.split_once(": case Dice ")?.1.split_whitespace().next())
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+/// `--val` scores every checkpoint the way `eval` scores a model (whole cases segmented, CRF
+/// included) and keeps the best one, not the last, across a resume: the kept weights' `eval`
+/// Dice is the highest checkpoint score of the logs.
+#[test]
+fn train_keeps_the_checkpoint_with_the_best_case_dice() {
+    let data = data_folder("cli-train-val-data");
+    let out = scratch("cli-train-val-out").join("w.bpk");
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/ichnet.bpk");
+    let val = data.to_str().unwrap();
+    let run = |steps: &str, extra: &[&str]| {
+        let mut e = vec![
+            "--lr",
+            "1e-4",
+            "--steps",
+            steps,
+            "--checkpoint-every",
+            "1",
+            "--val",
+            val,
+        ];
+        e.extend_from_slice(extra);
+        let o = train(&data, &out, &e);
+        let log = stderr(&o);
+        assert!(o.status.success(), "{log}");
+        log
+    };
+    // Two checkpoints near the shipped weights: they segment the fixture's bleed.
+    let log = run("4", &["--init", bundled, "--stop-after", "2"]);
+    assert!(
+        log.contains("validation: 1 cases (1 with ≥ 1 mL of blood), CRF included"),
+        "{log}"
+    );
+    let good = case_scores(&log);
+    assert_eq!(good.len(), 2, "{log}");
+    let best = good.iter().copied().fold(f64::MIN, f64::max);
+    assert!(best > 0.8, "{log}");
+    // The run goes on from an untrained network put in the checkpoint: its two checkpoints
+    // score far lower, and the kept weights must stay those of the best early one.
+    let ckpt = out.with_extension("ckpt.bpk");
+    let dev = burn::prelude::Device::flex();
+    dev.seed(999);
+    let fresh = ichnet::model::IchNetConfig::new().init(&dev);
+    std::fs::write(&ckpt, ichnet::model::to_bytes(fresh).unwrap()).unwrap();
+    let log = run("4", &["--resume"]);
+    assert!(log.contains("resumed at step 2\n"), "{log}");
+    let bad = case_scores(&log);
+    assert_eq!(bad.len(), 2, "{log}");
+    assert!(
+        bad.iter().all(|&s| s < best - 0.3),
+        "the untrained checkpoints scored {bad:?}, the good ones {good:?}"
+    );
+    let o = ichnet(&[
+        "eval",
+        "--data",
+        val,
+        "--weights",
+        out.to_str().unwrap(),
+        "--assume-hu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kept = report["ichnet_crf"]["mean_dice_ge_1ml"].as_f64().unwrap();
+    assert!(
+        (kept - best).abs() < 1e-3,
+        "the kept weights score {kept} in eval; the best checkpoint scored {best} ({good:?}, \
+         then {bad:?})"
+    );
+    // The resume state names its measure: resumed with the slice measure, the saved best (a
+    // case Dice) is not compared with slice scores, so the next checkpoint becomes the best.
+    let state = std::fs::read_to_string(out.with_file_name("w.ckpt.txt")).unwrap();
+    assert_eq!(
+        state.split_whitespace().nth(3),
+        Some("case-dice"),
+        "{state}"
+    );
+    let log = run("5", &["--resume", "--validate-by", "slices"]);
+    assert!(
+        log.contains("the best so far was scored by case-dice, this run scores by slice-dice"),
+        "{log}"
+    );
+    assert!(
+        log.contains("step 5: validation Dice") && log.contains("(best, saved)"),
+        "{log}"
+    );
+}
+
+/// A validation folder with nothing to score by case Dice is refused before training, with
+/// the way out named.
+#[test]
+fn train_refuses_case_validation_without_blood() {
+    let data = data_folder("cli-train-noblood-data");
+    let val = data_folder("cli-train-noblood-val");
+    let image =
+        ichnet::io::Scan::from_bytes(&std::fs::read(val.join("images/case.nii.gz")).unwrap())
+            .unwrap();
+    let mut stack = image.stack.clone();
+    stack.hu.fill(0.0);
+    let empty = ichnet::io::write_stack_nifti_gz(
+        &stack,
+        ichnet::io::Storage::U8 {
+            slope: 1.0,
+            inter: 0.0,
+        },
+    )
+    .unwrap();
+    std::fs::write(val.join("masks/case.nii.gz"), empty).unwrap();
+    let out = scratch("cli-train-noblood-out").join("w.bpk");
+    let o = train(
+        &data,
+        &out,
+        &["--steps", "1", "--val", val.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("none of its 1 cases has 1 mL of blood or more") && err.contains("slices"),
+        "{err}"
+    );
+    assert!(
+        !out.exists(),
+        "weights written although the run was refused"
+    );
+    // By slices the same folder is a valid (if weak) validation.
+    let o = train(
+        &data,
+        &out,
+        &[
+            "--steps",
+            "1",
+            "--val",
+            val.to_str().unwrap(),
+            "--validate-by",
+            "slices",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(slices, network alone)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// Fine-tuning: `--init WEIGHTS` starts from those weights (the shipped model here), so two
 /// small Adam steps end near them and far from a fresh network of the same seed.
 #[test]

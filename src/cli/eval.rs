@@ -14,7 +14,7 @@ use ichnet::{Error, Result, Stack};
 use ndarray::Array3;
 
 use super::segment::{device, load_model};
-use super::train::{list_cases, read_mask};
+use ichnet::labelled::{list_cases, read_mask};
 
 /// Evaluate ICHNet and the naive baseline on image/mask pairs.
 #[derive(clap::Args, Debug)]

@@ -594,8 +594,49 @@ impl TrainPaths<'_> {
     }
 }
 
-/// Validation score: Dice of thresholded dense predictions over all cached validation pixels
-/// inside the brain (one pooled Dice, which weighs large bleeds more, but is cheap and stable).
+/// A checkpoint's score on held-out data; the run keeps the checkpoint with the highest value.
+#[derive(Debug, Clone)]
+pub struct Score {
+    /// Higher is better.
+    pub value: f32,
+    /// One line for the progress notes (the value and whatever else a reader should see).
+    pub detail: String,
+}
+
+/// Scores checkpoints. `train` takes any: the cheap slice measure below, or a case-level one
+/// that segments whole validation scans (`crate::labelled::CaseDice`).
+pub trait Validator {
+    /// Name of the measure, kept in the resume state: a resumed run must not compare a best
+    /// score of one measure with checkpoints scored by another.
+    fn measure(&self) -> &'static str;
+    /// Score inference weights `model` on `device`.
+    fn score(&mut self, model: &IchNet, device: &Device) -> Result<Score>;
+}
+
+/// Dice of thresholded dense predictions over all cached validation pixels inside the brain
+/// (one pooled Dice, which weighs large bleeds more, but is cheap and stable). The network
+/// alone, without the CRF: it can prefer a checkpoint the CRF makes worse (see
+/// `crate::labelled`).
+pub struct SliceDice<'a> {
+    /// The validation slices.
+    pub slices: &'a [CachedSlice],
+}
+
+impl Validator for SliceDice<'_> {
+    fn measure(&self) -> &'static str {
+        "slice-dice"
+    }
+
+    fn score(&mut self, model: &IchNet, device: &Device) -> Result<Score> {
+        let value = validate(model, self.slices, device)?;
+        Ok(Score {
+            value,
+            detail: format!("validation Dice {value:.4} (slices, network alone)"),
+        })
+    }
+}
+
+/// Pooled slice Dice of `model` on `val` (see [`SliceDice`]).
 pub fn validate(model: &IchNet, val: &[CachedSlice], device: &Device) -> Result<f32> {
     let mut inter = 0usize;
     let mut sum = 0usize;
@@ -641,11 +682,11 @@ pub enum Start {
     Resume,
 }
 
-/// Train on `cache` from `start`, validating on `val` when it is not empty, and write the
-/// weights to `paths.out` (the best validation checkpoint, else the last).
+/// Train on `cache` from `start`, scoring every checkpoint with `validator` when there is one,
+/// and write the weights to `paths.out` (the best-scoring checkpoint, else the last).
 pub fn train(
     cache: &[CachedSlice],
-    val: &[CachedSlice],
+    mut validator: Option<&mut dyn Validator>,
     o: &TrainOptions,
     paths: &TrainPaths<'_>,
     start_from: Start,
@@ -691,7 +732,7 @@ pub fn train(
             }
         ));
     } else if let Start::Resume = start_from {
-        let (step, rng_state, best_val) = read_state(&paths.ckpt_state())?;
+        let (step, rng_state, best_val, measure) = read_state(&paths.ckpt_state())?;
         let bytes =
             std::fs::read(paths.ckpt_model()).map_err(|e| Error::io(paths.ckpt_model(), e))?;
         let record =
@@ -709,8 +750,20 @@ pub fn train(
             .map_err(|e| Error::Weights(format!("optimiser checkpoint: {e}")))?;
         start = step;
         rng = Rng(rng_state);
-        best = best_val;
-        monitor.note(&format!("resumed at step {step}"));
+        let now = validator.as_ref().map(|v| v.measure());
+        if measure.as_deref() == now || best_val == f32::NEG_INFINITY {
+            best = best_val;
+            monitor.note(&format!("resumed at step {step}"));
+        } else {
+            // The saved best was scored by another measure (or none): the next checkpoint
+            // starts a new comparison rather than being judged against a foreign number.
+            monitor.note(&format!(
+                "resumed at step {step}; the best so far was scored by {}, this run scores by \
+                 {}: the next checkpoint becomes the best",
+                measure.as_deref().unwrap_or("no validation"),
+                now.unwrap_or("no validation")
+            ));
+        }
     }
     if let Some(n) = o.stop_after.filter(|&n| n <= start) {
         return Err(Error::InvalidInput(format!(
@@ -753,10 +806,9 @@ pub fn train(
         if (step + 1) % o.checkpoint_every.max(1) == 0 || last {
             let valid = model.valid();
             let plain = device.clone().inner();
-            let score = if val.is_empty() {
-                None
-            } else {
-                Some(validate(&valid, val, &plain)?)
+            let score = match validator.as_deref_mut() {
+                Some(v) => Some(v.score(&valid, &plain)?),
+                None => None,
             };
             let bytes = super::to_bytes(valid)?;
             write_file(&paths.ckpt_model(), &bytes)?;
@@ -764,24 +816,21 @@ pub fn train(
                 .save(paths.ckpt_optim())
                 .map_err(|e| Error::Weights(format!("saving the optimiser checkpoint: {e}")))?;
             match score {
-                Some(s) if s > best => {
-                    best = s;
+                Some(s) if s.value > best => {
+                    best = s.value;
                     write_file(paths.out, &bytes)?;
-                    monitor.note(&format!(
-                        "step {}: validation Dice {s:.4} (best, saved)",
-                        step + 1
-                    ));
+                    monitor.note(&format!("step {}: {} (best, saved)", step + 1, s.detail));
                 }
-                Some(s) => monitor.note(&format!(
-                    "step {}: validation Dice {s:.4} (best {best:.4})",
-                    step + 1
-                )),
+                Some(s) => {
+                    monitor.note(&format!("step {}: {} (best {best:.4})", step + 1, s.detail))
+                }
                 None => {
                     write_file(paths.out, &bytes)?;
                     monitor.note(&format!("step {}: checkpoint saved", step + 1));
                 }
             }
-            write_state(&paths.ckpt_state(), step + 1, rng.0, best)?;
+            let measure = validator.as_ref().map(|v| v.measure());
+            write_state(&paths.ckpt_state(), step + 1, rng.0, best, measure)?;
         }
     }
     Ok(())
@@ -794,11 +843,15 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-fn write_state(path: &Path, step: usize, rng: u64, best: f32) -> Result<()> {
-    write_file(path, format!("{step} {rng} {best}\n").as_bytes())
+/// The resume state: one line `STEP RNG BEST [MEASURE]`.
+fn write_state(path: &Path, step: usize, rng: u64, best: f32, measure: Option<&str>) -> Result<()> {
+    let m = measure.map(|m| format!(" {m}")).unwrap_or_default();
+    write_file(path, format!("{step} {rng} {best}{m}\n").as_bytes())
 }
 
-fn read_state(path: &Path) -> Result<(usize, u64, f32)> {
+/// `(step, rng, best, measure)` of a resume state. States written before the measure was
+/// recorded carry a best only when slice Dice, then the only measure, scored it.
+fn read_state(path: &Path) -> Result<(usize, u64, f32, Option<String>)> {
     let mut s = String::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_string(&mut s))
@@ -812,8 +865,13 @@ fn read_state(path: &Path) -> Result<(usize, u64, f32)> {
     let mut it = s.split_whitespace();
     let step = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
     let rng = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-    let best = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-    Ok((step, rng, best))
+    let best: f32 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let measure = match it.next() {
+        Some(m) => Some(m.to_owned()),
+        None if best.is_finite() => Some("slice-dice".to_owned()),
+        None => None,
+    };
+    Ok((step, rng, best, measure))
 }
 
 /// Bytes of a cache of slices (for the progress report).
