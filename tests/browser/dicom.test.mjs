@@ -98,7 +98,8 @@ describe("DICOM in the page", () => {
       const notes = await page.textContent("#warnings");
       assert.match(notes, /gantry tilt/);
       assert.match(notes, /unequally spaced/);
-      // Negative control (a head the model never saw, no bleed): next to nothing found.
+      // Negative control (a real head without a bleed, read from its DICOM series): next to
+      // nothing found.
       assert.ok(report.volume_ml <= 0.5, `${report.volume_ml} mL on a head without a bleed`);
       for (const r of requests) assert.ok(r.url.startsWith(server.origin + "/") || r.url.startsWith("blob:"), `request to ${r.url}`);
     } finally {
