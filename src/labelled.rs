@@ -18,7 +18,7 @@ use crate::io::Scan;
 use crate::metrics::{Confusion, LesionDetection};
 use crate::model::IchNet;
 use crate::model::train::{Score, Validator};
-use crate::pipeline::{self, MIN_COMPONENT_ML, Prepared};
+use crate::pipeline::{self, Prepared};
 use crate::{Error, Result};
 use burn::prelude::Device;
 
@@ -154,8 +154,7 @@ impl Validator for CaseDice {
                 clean += 1;
                 clean_max_ml = clean_max_ml.max(stack.mask_ml(&pred));
             }
-            let min_voxels = (MIN_COMPONENT_ML / stack.voxel_ml.max(1e-12)).ceil() as usize;
-            let l = LesionDetection::new(&pred, &truth, min_voxels)?;
+            let l = LesionDetection::new(&pred, &truth, pipeline::min_component_voxels(stack))?;
             lesions += l.lesions;
             found += l.found;
         }

@@ -37,6 +37,12 @@ pub const DEFAULT_THRESHOLD: f32 = 0.5;
 /// voxels are noise, and no reported bleed is smaller than 0.05 mL.
 pub const MIN_COMPONENT_ML: f64 = 0.05;
 
+/// [`MIN_COMPONENT_ML`] in voxels of `stack`: what the final mask drops, and the smallest true
+/// component `eval` and `train`'s validation count as a lesion.
+pub fn min_component_voxels(stack: &Stack) -> usize {
+    (MIN_COMPONENT_ML / stack.voxel_ml.max(1e-12)).ceil() as usize
+}
+
 /// The stages of a segmentation, in the order they run, named once for the CLI's report, the
 /// page's progress and its report: the page drives the same stages and takes these names from
 /// here (through the wasm layer) instead of spelling its own.
@@ -485,7 +491,7 @@ impl Prepared {
         let prob = self.probability()?;
         let stack = &self.scan.stack;
         let mut mask = prob.mapv(|p| u8::from(p > threshold));
-        let min_voxels = (MIN_COMPONENT_ML / stack.voxel_ml.max(1e-12)).ceil() as usize;
+        let min_voxels = min_component_voxels(stack);
         remove_small_components(&mut mask, min_voxels.max(1))?;
         let mask_nifti_gz = self.scan.mask_nifti_gz(&mask)?;
         let measures = self.measure(&mask)?;

@@ -204,11 +204,7 @@ fn scores(pred: &Array3<u8>, truth: &Array3<u8>, stack: &Stack, true_ml: f64) ->
         precision: c.precision(),
         abc2_ml: metrics::abc2(pred, stack)?.ml,
         // Lesions as small as the pipeline reports (it drops smaller components).
-        lesions: LesionDetection::new(
-            pred,
-            truth,
-            (pipeline::MIN_COMPONENT_ML / stack.voxel_ml.max(1e-12)).ceil() as usize,
-        )?,
+        lesions: LesionDetection::new(pred, truth, pipeline::min_component_voxels(stack))?,
     })
 }
 

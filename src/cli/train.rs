@@ -13,7 +13,7 @@ use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use ichnet::crf::CrfConfig;
-use ichnet::labelled::CaseDice;
+use ichnet::labelled::{CaseDice, list_cases, read_mask, read_scan};
 use ichnet::model::IchNetConfig;
 use ichnet::model::input::Layout;
 use ichnet::model::train::{
@@ -99,8 +99,6 @@ pub struct TrainArgs {
     #[arg(long, value_name = "LAYOUT", default_value = "slice", value_parser = ["slice", "context"])]
     pub input: String,
 }
-
-use ichnet::labelled::{list_cases, read_mask, read_scan};
 
 fn build_cache(
     dir: &Path,
