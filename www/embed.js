@@ -40,6 +40,18 @@ export class Segmenter {
     return this.#worker;
   }
 
+  /**
+   * Get ready for the first scan while the user is still choosing it: the worker, the engine
+   * (`options.backend`, as `run` takes it) and, on the CPU path, its helper workers, each with a
+   * dummy batch through it. Optional: a scan started before it resolves waits for the same
+   * loading. Resolves with `{ backend, workers }` (the engine's label, module instances).
+   */
+  prepare(options = {}) {
+    this.#ensureWorker();
+    const { backend, workers } = options;
+    return this.#ask({ type: ToWorker.PREPARE, options: { backend, workers } }, FromWorker.PREPARED).then((m) => ({ backend: m.backend, workers: m.workers }));
+  }
+
   /** Stop whatever runs and drop the worker (its wasm memory goes with it). */
   terminate() {
     this.#worker?.terminate();
@@ -249,6 +261,16 @@ export async function segment(input, { name = "scan.nii.gz", ...options } = {}) 
   shared ??= new Segmenter();
   const { report, mask_nifti, mask_seg } = await shared.run(files, options);
   return mask_seg ? { report, mask_nifti, mask_seg } : { report, mask_nifti };
+}
+
+/**
+ * Optional: load the engine (and, on the CPU path, start its helper workers) before the first
+ * `segment()`, e.g. when the page opens, so that first scan runs as fast as the next. `options`:
+ * `backend` and `workers` as `segment()` takes them. Resolves with `{ backend, workers }`.
+ */
+export function prepare(options = {}) {
+  shared ??= new Segmenter();
+  return shared.prepare(options);
 }
 
 /**

@@ -92,10 +92,18 @@ export const ToWorker = Object.freeze({
    */
   BATCH: "batch",
   /**
-   * To a helper worker: `{ type }`, no answer: load the module and the CPU engine now, while the
-   * coordinating worker reads the scan, so the helper's first batch does not wait for them.
+   * To a helper worker: `{ type, id, module? }` (`module`: the coordinating worker's compiled
+   * `WebAssembly.Module`): load the module and the CPU engine now and run a dummy batch, while
+   * the coordinating worker reads the scan, so the helper's first batch does not wait for them.
+   * Answered by `FromWorker.PREPARED` with the same `id` (or `ERROR`).
    */
   WARM: "warm",
+  /**
+   * `{ type, req, options: { backend?, workers? } }`: get ready for a first scan before it comes
+   * (module, weights, engine; on the CPU path the helper workers and a dummy batch through each),
+   * so the first scan runs as fast as the next. Answered by `FromWorker.PREPARED` (or `ERROR`).
+   */
+  PREPARE: "prepare",
   /**
    * `{ type, id, req, mask: Uint8Array (file order, 0/1) | null (the model's), reader?,
    * signed_at? }`: measure the reader's edit of result `id` with the core's code; with `reader`
@@ -154,6 +162,8 @@ export const FromWorker = Object.freeze({
    * 4×4 affines row by row (16 numbers), for linked views. Buffers transferred.
    */
   COMPARED: "compared",
+  /** `{ type, req, backend, workers }`: `PREPARE` is done: the engine's label and the module instances. */
+  PREPARED: "prepared",
   /** `{ type, id, probs: Float32Array, memory }` from a helper: one batch's probabilities, its wasm memory. */
   BATCH: "batch",
   /**

@@ -51,12 +51,39 @@ function post(msg, transfer = []) {
   self.postMessage(msg, transfer);
 }
 
-async function loadCore() {
+/**
+ * The compiled module, once per worker tree: a helper is handed its parent's `WebAssembly.Module`
+ * (`ToWorker.WARM`) instead of compiling the 12 MB module again. Browsers share a module's
+ * compiled code between the workers it is posted to, so a helper also runs the optimised code
+ * its parent's batches have already earned, where it used to start from the baseline compiler's
+ * (its first batch took 3–4× a warm one: on 2 cores the sample's network stage was over before
+ * a helper caught up, and two workers were barely faster than one).
+ */
+let compiled = null;
+function compiledModule() {
+  compiled ??= (async () => {
+    const url = new URL("pkg/ichnet_bg.wasm", import.meta.url);
+    try {
+      return await WebAssembly.compileStreaming(fetch(url));
+    } catch {
+      // A server that does not say application/wasm: compile from the bytes.
+      const res = await fetch(url);
+      if (!res.ok) throw new Error(`the engine could not be loaded (${url.pathname}: HTTP ${res.status})`);
+      return WebAssembly.compile(await res.arrayBuffer());
+    }
+  })();
+  return compiled;
+}
+
+async function loadCore(module = null) {
   if (!ready) {
-    ready = init({ module_or_path: new URL("pkg/ichnet_bg.wasm", import.meta.url) }).then((exports) => {
-      wasm = exports;
-      core.start();
-    });
+    if (module) compiled = Promise.resolve(module);
+    ready = compiledModule()
+      .then((m) => init({ module_or_path: m }))
+      .then((exports) => {
+        wasm = exports;
+        core.start();
+      });
   }
   return ready;
 }
@@ -96,9 +123,20 @@ async function probeGpu(choice) {
   return { use: true, name: software ? `${name} (software)` : name };
 }
 
-async function engineFor(choice) {
-  const key = choice;
-  if (engines.has(key)) return engines.get(key);
+/**
+ * The engine for a backend choice, made once: concurrent callers (`PREPARE` still loading when
+ * the first scan's network stage arrives) share one promise, so one engine is made.
+ */
+function engineFor(choice) {
+  if (!engines.has(choice)) {
+    const made = makeEngine(choice);
+    engines.set(choice, made);
+    made.catch(() => engines.get(choice) === made && engines.delete(choice));
+  }
+  return engines.get(choice);
+}
+
+async function makeEngine(choice) {
   const bytes = await loadWeights();
   let engine = null;
   let label = "CPU (flex)";
@@ -118,9 +156,41 @@ async function engineFor(choice) {
     if (choice === Backend.GPU) throw new Error(`WebGPU was requested but ${probe.why}`);
   }
   if (!engine) engine = core.Engine.cpu(bytes);
-  const entry = { engine, label, note: engine.isGpu() ? null : gpuRefusal, warmed: new Set() };
-  engines.set(key, entry);
-  return entry;
+  return { engine, label, note: engine.isGpu() ? null : gpuRefusal, warmed: new Set() };
+}
+
+/**
+ * A batch the shape of a typical scan's (the pipeline's 4 slices of an adult brain's box on the
+ * network's 1 mm grid, as the sample's 196×148), for warming an engine before any scan: the
+ * first batch through a fresh module instance took 1.5–2.7× a warm one (code still in the
+ * browser's baseline compiler, wasm memory still growing).
+ */
+const WARM_BATCH = [4, 196, 148];
+
+/** One dummy batch through `entry`'s CPU engine (no-op on WebGPU, which warms on the scan's shape). */
+async function warmCpu(entry) {
+  if (entry.engine.isGpu() || entry.warmed.has("cpu")) return;
+  entry.warmed.add("cpu");
+  const [n, h, w] = WARM_BATCH;
+  await entry.engine.warmup([n, entry.engine.inputChannels(), h, w]);
+}
+
+/**
+ * `PREPARE`: everything a first scan would otherwise wait for, done while the user is still
+ * choosing a file: the module, the weights and the engine (WebGPU's known-answer check
+ * included), and on the CPU path the helper workers and one dummy batch through every module
+ * instance. Answered by `PREPARED` with the backend and the number of instances.
+ */
+async function prepare({ req, options = {} }) {
+  const { backend = Backend.AUTO, workers: maxWorkers = MAX_WORKERS } = options;
+  await loadCore();
+  const entry = await engineFor(backend);
+  let workers = 1;
+  if (!entry.engine.isGpu()) {
+    workers = workerCount(MAX_WORKERS, maxWorkers);
+    await Promise.all([warmCpu(entry), ...helpersFor(workers).map((h) => h.ready)]);
+  }
+  post({ type: FromWorker.PREPARED, req, backend: entry.label, workers });
 }
 
 /** How many module instances may run the network at once: cores, capped by memory and batches. */
@@ -151,20 +221,36 @@ function startHelper() {
     if (msg.type === FromWorker.BATCH) {
       helperMemory = Math.max(helperMemory, msg.memory ?? 0);
       p.resolve(msg.probs);
-    }
+    } else if (msg.type === FromWorker.PREPARED) p.resolve();
     else p.reject(new Error(msg.message));
   });
   w.addEventListener("error", (event) => {
     for (const p of pending.values()) p.reject(new Error(`a network helper worker failed: ${event.message ?? "worker error"}`));
     pending.clear();
   });
-  w.postMessage({ type: ToWorker.WARM });
+  // Batches are posted after the module, so a helper never compiles its own; once it is posted,
+  // at once (a promise callback would wait for this worker's own next batch to end).
+  let moduleSent = false;
+  const warmId = next++;
+  const ready = new Promise((resolve, reject) => pending.set(warmId, { resolve, reject }));
+  // Only `PREPARE` waits for it; a failed warm-up fails the helper's batches too, and says so there.
+  ready.catch(() => {});
+  const warmed = compiledModule().then(
+    (module) => w.postMessage({ type: ToWorker.WARM, id: warmId, module }),
+    () => w.postMessage({ type: ToWorker.WARM, id: warmId }),
+  ).then(() => {
+    moduleSent = true;
+  });
   return {
+    /** Resolves once the helper's engine is loaded and has run its dummy batch. */
+    ready,
     run(x, shape) {
       const id = next++;
       return new Promise((resolve, reject) => {
         pending.set(id, { resolve, reject });
-        w.postMessage({ type: ToWorker.BATCH, id, x, shape }, [x.buffer]);
+        const send = () => w.postMessage({ type: ToWorker.BATCH, id, x, shape }, [x.buffer]);
+        if (moduleSent) send();
+        else warmed.then(send);
       });
     },
   };
@@ -210,8 +296,10 @@ async function runNetwork(job, entry, maxWorkers, onBatch) {
     const probs = await h.run(job.batchInput(i, channels), Array.from(job.batchShape(i, channels)));
     job.acceptBatch(i, probs);
   };
-  // Helpers are handed their first batch before this worker starts its own (which blocks it).
-  await Promise.all([...mine.map((h) => loop(viaHelper(h))), loop(own)]);
+  // Helpers are handed their first batch before this worker starts its own (which blocks it),
+  // and always hold two: a helper's finished batch is only seen here between two of our own, so
+  // with one batch in hand it sat idle for up to a batch's time after each.
+  await Promise.all([...mine.flatMap((h) => [loop(viaHelper(h)), loop(viaHelper(h))]), loop(own)]);
   return n;
 }
 
@@ -582,9 +670,20 @@ function scanNifti({ id, req }) {
 /** As a helper: the module and the CPU engine, loaded once (the first batch may arrive while a
  * `WARM` is still loading them: both wait on the same promise, so one engine is made). */
 let helperEngine = null;
-function warm() {
-  helperEngine ??= loadCore().then(() => engineFor(Backend.CPU));
+function warm({ module = null } = {}) {
+  helperEngine ??= loadCore(module)
+    .then(() => engineFor(Backend.CPU))
+    .then(async (entry) => {
+      await warmCpu(entry);
+      return entry;
+    });
   return helperEngine;
+}
+
+/** As a helper, told to warm up by its coordinating worker: says when it is ready. */
+async function warmHelper({ id, module = null }) {
+  await warm({ module });
+  post({ type: FromWorker.PREPARED, id });
 }
 
 /** As a helper: one batch through this instance's CPU engine. */
@@ -599,7 +698,8 @@ self.addEventListener("message", async (event) => {
   const work = {
     [ToWorker.SEGMENT]: segment,
     [ToWorker.BATCH]: batch,
-    [ToWorker.WARM]: warm,
+    [ToWorker.WARM]: warmHelper,
+    [ToWorker.PREPARE]: prepare,
     [ToWorker.REVIEW]: reviewMask,
     [ToWorker.SCAN]: scanNifti,
     [ToWorker.COMPARE]: compare,

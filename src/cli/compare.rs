@@ -45,6 +45,11 @@ pub struct CompareArgs {
     /// faster).
     #[arg(long, default_value = "mi", value_parser = ["mi", "ncc"])]
     pub similarity: String,
+    /// Take both scans' values as Hounsfield units even when they do not look like HU (a
+    /// render, a rescaled export), as `segment --assume-hu` does. Without it such scans are
+    /// refused: their mL, and so the growth, would be unreliable.
+    #[arg(long)]
+    pub assume_hu: bool,
 }
 
 /// Run `ichnet compare`.
@@ -60,6 +65,7 @@ pub fn run(a: &CompareArgs) -> Result<()> {
         } else {
             Some(crf_config(a.crf_config.as_deref())?)
         },
+        assume_hu: a.assume_hu,
         ..SegmentOptions::default()
     };
     let cfg = RegistrationConfig {

@@ -475,8 +475,15 @@ pub fn segment_and_compare(
         let seg = prep.finish(opts.threshold)?;
         Ok((prep, seg, t.elapsed().as_secs_f64()))
     };
-    let (bp, bs, bt) = run(baseline)?;
-    let (fp, fs, ft) = run(followup)?;
+    // A refusal names the scan it is about, as the page's does.
+    fn about(which: &'static str) -> impl Fn(Error) -> Error {
+        move |e| Error::InFile {
+            file: which.to_string(),
+            source: Box::new(e),
+        }
+    }
+    let (bp, bs, bt) = run(baseline).map_err(about("the baseline scan"))?;
+    let (fp, fs, ft) = run(followup).map_err(about("the follow-up scan"))?;
     let t = std::time::Instant::now();
     let (ba, fa) = (bp.scan().stack_affine(), fp.scan().stack_affine());
     fn side<'a>(

@@ -132,6 +132,8 @@ async function segmentSampleEndToEnd({ webgpu, screenshot, input = null }) {
     const { page, requests, consoleLines } = await recordedPage(browser);
     await page.goto(server.url);
     if (webgpu) await chooseBackend(page, "webgpu");
+    // The page loads the engine (and its helper workers) while it waits for a file.
+    else await page.waitForFunction(() => document.body.dataset.engine === "ready", null, { timeout: 120_000 });
     if (input) await chooseFile(page, basename(input), readFileSync(input));
     else await page.click("#sample");
     const state = await waitSettled(page, 900_000);

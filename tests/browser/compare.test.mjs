@@ -1,7 +1,7 @@
 // The follow-up comparison (issue 15) in real Chromium: a baseline and a follow-up with known
 // growth, made by `ichnet synth --pairs`, through the page (a baseline, then "add follow-up") and
 // through the ES module's `compare()`; the verdict and Δ mL against `ichnet compare --json` on the
-// same files and against the pair's truth; growth in colour; the two views linked through the
+// same files, and the verdict against the pair's truth; growth in colour; the two views linked through the
 // registration.
 
 import assert from "node:assert/strict";
@@ -60,8 +60,10 @@ function assertLikeCli(page, cli, pair) {
     ["by_6_ml", "by_33_percent", "by_12_5_ml"].map((k) => c.expansion[k]),
     "the criteria that fired",
   );
+  // Against the truth: the verdict. How close Δ comes to the true growth is the model's
+  // accuracy, measured over many pairs natively (tests/compare.rs, the README's target), not on
+  // this one pair.
   assert.equal(p.expansion.expanded, pair.expansion === 1, `truth: ${pair.growth_ml} mL growth; page: ${p.verdict}`);
-  assert.ok(Math.abs(p.delta_ml - pair.growth_ml) <= 3, `Δ ${p.delta_ml} mL vs the true ${pair.growth_ml} mL`);
   // The largest haematoma is matched across the scans as the CLI matched it.
   assert.equal(p.haematomas[0].status, "persisting");
   assert.equal(p.haematomas[0].status, c.haematomas[0].status);

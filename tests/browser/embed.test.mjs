@@ -103,6 +103,34 @@ describe("ES module API", () => {
     }
   });
 
+  test("prepare() loads the engine and its helpers before the first scan, which then runs on them; a backend it cannot give is refused", async () => {
+    requireWebBuild();
+    const browser = await launch();
+    try {
+      const { page } = await recordedPage(browser);
+      await page.goto(server.url);
+      const out = await page.evaluate(async () => {
+        const { prepare, segment } = await import("/embed.js");
+        const gpu = await prepare({ backend: "webgpu" }).then((r) => JSON.stringify(r), (e) => e.message);
+        const ready = await prepare({ backend: "cpu" });
+        const cores = navigator.hardwareConcurrency;
+        const bytes = await (await fetch("/samples/sample_head_ct_simulated_bleed.nii.gz")).arrayBuffer();
+        const r = await segment(bytes, { backend: "cpu" });
+        return { gpu, ready, cores, report: r.report, mask: Array.from(r.mask_nifti) };
+      });
+      // This Chromium runs without the WebGPU flag: the refusal is the sentence a scan would get.
+      assert.match(out.gpu, /WebGPU was requested but/, out.gpu);
+      assert.match(out.ready.backend, /^CPU/);
+      assert.ok(out.ready.workers >= Math.min(out.cores, 2) && out.ready.workers <= out.cores, `prepared ${out.ready.workers} module instance(s) on ${out.cores} cores`);
+      // The scan ran on the prepared instances and gives the CLI's mask.
+      assert.equal(out.report.workers, out.ready.workers);
+      assertSameReport(out.report, nativeResult().json);
+      assert.ok(Buffer.from(out.mask).equals(nativeResult().mask), "the mask bytes equal the CLI's");
+    } finally {
+      await browser.close();
+    }
+  });
+
   test("an AbortSignal stops the work and rejects with AbortError", async () => {
     requireWebBuild();
     const browser = await launch();
