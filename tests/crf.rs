@@ -287,6 +287,29 @@ fn an_isolated_single_voxel_false_positive_is_removed() {
     assert!(out.iter().all(|&v| v < 0.5));
 }
 
+/// `keep_above`: the network's confident voxels survive a CRF that would remove them, the
+/// others do not, and a threshold at or below the mask's own is refused.
+#[test]
+fn keep_above_keeps_only_the_network_s_confident_voxels() {
+    let (st, mut p) = uniform_case((10, 30, 30), 30.0, 0.05, [1.0, 1.0, 1.0]);
+    p[[5, 15, 15]] = 0.95;
+    p[[2, 5, 25]] = 0.99;
+    let cfg = CrfConfig {
+        keep_above: Some(0.97),
+        ..strong()
+    };
+    let out = refine(p.view(), &st, None, &cfg).unwrap();
+    assert_eq!(out[[2, 5, 25]], 0.99);
+    assert!(out[[5, 15, 15]] < 0.5, "{}", out[[5, 15, 15]]);
+    assert_eq!(out.iter().filter(|&&v| v >= 0.5).count(), 1);
+    for bad in ["0.5", "1.5", "0.2"] {
+        let e = CrfConfig::from_json(&format!("{{\"keep_above\": {bad}}}")).unwrap_err();
+        assert!(e.to_string().contains("keep_above"), "{e}");
+    }
+    let ok = CrfConfig::from_json(r#"{"keep_above": 0.9}"#).unwrap();
+    assert_eq!(ok.keep_above, Some(0.9));
+}
+
 /// The same false positives at the shipped defaults, through what the pipeline does after the
 /// CRF (threshold 0.5, components under 0.05 mL dropped): none may survive into the report.
 #[test]

@@ -104,6 +104,12 @@ pub struct CrfConfig {
     /// Memory the CRF may use, in bytes (per-voxel arrays and both lattices); larger boxes are
     /// refused with a message rather than exhausting a browser tab.
     pub max_memory_bytes: usize,
+    /// Voxels the network gives at least this probability stay blood whatever the mean field
+    /// says (the refined value is the larger of the two); `None`, the default, lets the CRF
+    /// overturn any voxel. The appearance kernel's 10 mm reach averages a thin sulcal or
+    /// cortical bleed with the brain around it, which is how the CRF loses small subarachnoid
+    /// lesions the network found; this keeps the network's confident ones.
+    pub keep_above: Option<f32>,
 }
 
 /// The CRF's default memory cap. A browser tab's wasm memory tops out at 4 GiB and must also hold
@@ -128,6 +134,7 @@ impl Default for CrfConfig {
             prob_eps: 1e-5,
             margin_mm: 5.0,
             max_memory_bytes: DEFAULT_MAX_MEMORY,
+            keep_above: None,
         }
     }
 }
@@ -194,6 +201,13 @@ impl CrfConfig {
         if !(lo.is_finite() && hi.is_finite() && lo < hi) {
             return Err(Error::InvalidInput(format!(
                 "CRF window [{lo}, {hi}] HU: needs finite bounds with lo < hi"
+            )));
+        }
+        if let Some(k) = self.keep_above
+            && !(k.is_finite() && k > 0.5 && k <= 1.0)
+        {
+            return Err(Error::InvalidInput(format!(
+                "CRF keep_above = {k}: must be above 0.5 (the mask's own threshold) and at most 1"
             )));
         }
         if !(self.prob_eps > 0.0 && self.prob_eps < 0.5) {
@@ -277,7 +291,14 @@ pub fn refine_with_progress(
             x0 + i % nx
         )));
     }
-    let q1 = refine_box(p, hu, stack.spacing, cfg, progress)?;
+    let mut q1 = refine_box(p, hu, stack.spacing, cfg, progress)?;
+    if let Some(k) = cfg.keep_above {
+        for (q, &pv) in q1.iter_mut().zip(p.iter()) {
+            if pv >= k {
+                *q = q.max(pv);
+            }
+        }
+    }
     let mut target = out.slice_mut(s![z0..z1, y0..y1, x0..x1]);
     match region {
         Some(r) => {
