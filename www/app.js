@@ -438,6 +438,8 @@ async function withJob(displayName, work, { onSeries } = {}) {
     if (e.name === "AbortError") {
       ui.stage.textContent = "cancelled";
       setState("cancelled");
+      // Cancelling ended the worker and its engine: load a fresh one for the next scan.
+      prepareEngine();
     } else {
       showError(`${displayName}: ${e.message}`);
       if (!ui.results.hidden) ui.results.hidden = true;

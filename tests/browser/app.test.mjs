@@ -285,9 +285,12 @@ describe("bad inputs, cancel and recovery", () => {
       await page.evaluate(() => (document.body.dataset.state = "test-pending"));
       await page.click("#sample");
       await page.waitForFunction(() => /network|crf/i.test(document.getElementById("stage").textContent), null, { timeout: 300_000 });
+      await page.evaluate(() => delete document.body.dataset.engine);
       await page.click("#cancel");
       assert.equal(await waitSettled(page), "cancelled");
       assert.equal(await page.isVisible("#results"), false);
+      // The cancelled worker took its engine with it: the page loads a fresh one at once.
+      await page.waitForFunction(() => document.body.dataset.engine === "ready", null, { timeout: 120_000 });
 
       // And the page still works: the sample segments.
       await page.evaluate(() => (document.body.dataset.state = "test-pending"));
