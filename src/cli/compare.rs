@@ -3,12 +3,11 @@
 use std::fs;
 use std::path::PathBuf;
 
-use ichnet::pipeline::{self, SegmentOptions};
 use ichnet::registration::compare::{Status, segment_and_compare};
 use ichnet::registration::{RegistrationConfig, Similarity};
 use ichnet::{Error, Result};
 
-use super::segment::{crf_config, device, load_model};
+use super::segment::SegmentFlags;
 
 /// Compare a follow-up head CT with its baseline: per-haematoma and total growth, expansion.
 #[derive(clap::Args, Debug)]
@@ -24,50 +23,23 @@ pub struct CompareArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Skip the 3D CRF refinement.
-    #[arg(long)]
-    pub no_crf: bool,
-    /// Weights file (.bpk) instead of the bundled weights.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Probability threshold of the masks.
-    #[arg(long, default_value_t = pipeline::DEFAULT_THRESHOLD)]
-    pub threshold: f32,
-    /// Run the network on the GPU (wgpu) instead of the CPU (flex).
-    #[arg(long)]
-    pub gpu: bool,
-    /// CRF parameters as a JSON object (fields of `CrfConfig`).
-    #[arg(long, value_name = "FILE.json")]
-    pub crf_config: Option<PathBuf>,
     /// Similarity the registration maximises: `mi`, mutual information (measured more accurate
     /// on synthetic pairs where the clot grew, since a growing clot is an intensity change NCC
     /// tries to explain by moving), or `ncc`, normalised cross-correlation (about a quarter
     /// faster).
     #[arg(long, default_value = "mi", value_parser = ["mi", "ncc"])]
     pub similarity: String,
-    /// Take both scans' values as Hounsfield units even when they do not look like HU (a
-    /// render, a rescaled export), as `segment --assume-hu` does. Without it such scans are
-    /// refused: their mL, and so the growth, would be unreliable.
-    #[arg(long)]
-    pub assume_hu: bool,
+    /// Both scans are segmented with these, as `segment` takes them.
+    #[command(flatten)]
+    pub how: SegmentFlags,
 }
 
 /// Run `ichnet compare`.
 pub fn run(a: &CompareArgs) -> Result<()> {
-    let device = device(a.gpu);
-    let net = load_model(a.weights.as_deref(), &device)?;
+    let (device, net) = a.how.model()?;
     let read = |p: &PathBuf| fs::read(p).map_err(|e| Error::io(p, e));
     let (b, f) = (read(&a.baseline)?, read(&a.followup)?);
-    let opts = SegmentOptions {
-        threshold: a.threshold,
-        crf: if a.no_crf {
-            None
-        } else {
-            Some(crf_config(a.crf_config.as_deref())?)
-        },
-        assume_hu: a.assume_hu,
-        ..SegmentOptions::default()
-    };
+    let opts = a.how.options()?;
     let cfg = RegistrationConfig {
         similarity: Similarity::from_name(&a.similarity)?,
         ..RegistrationConfig::default()

@@ -28,6 +28,14 @@ pub struct SegmentArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub how: SegmentFlags,
+}
+
+/// How a scan is segmented: the flags `segment` and `compare` share (one definition, so the
+/// two commands cannot drift apart, as `compare` once lacked `--assume-hu`).
+#[derive(clap::Args, Debug)]
+pub struct SegmentFlags {
     /// Skip the 3D CRF refinement.
     #[arg(long)]
     pub no_crf: bool,
@@ -47,6 +55,29 @@ pub struct SegmentArgs {
     /// a rescaled export). Without it such scans are refused: their mL would be unreliable.
     #[arg(long)]
     pub assume_hu: bool,
+}
+
+impl SegmentFlags {
+    /// The pipeline's options these flags ask for (the CRF file read and checked).
+    pub fn options(&self) -> Result<SegmentOptions> {
+        Ok(SegmentOptions {
+            threshold: self.threshold,
+            crf: if self.no_crf {
+                None
+            } else {
+                Some(crf_config(self.crf_config.as_deref())?)
+            },
+            assume_hu: self.assume_hu,
+            ..SegmentOptions::default()
+        })
+    }
+
+    /// The device and the network on it.
+    pub fn model(&self) -> Result<(Device, IchNet)> {
+        let device = device(self.gpu);
+        let net = load_model(self.weights.as_deref(), &device)?;
+        Ok((device, net))
+    }
 }
 
 /// The device the CLI runs the network on.
@@ -81,8 +112,7 @@ pub fn load_model(weights: Option<&Path>, device: &Device) -> Result<IchNet> {
 
 /// Run `ichnet segment`.
 pub fn run(a: &SegmentArgs) -> Result<()> {
-    let device = device(a.gpu);
-    let net = load_model(a.weights.as_deref(), &device)?;
+    let (device, net) = a.how.model()?;
     let t_read = std::time::Instant::now();
     let scan = super::info::read_inputs(&a.scan, a.series.as_deref())?;
     let read_ms = t_read.elapsed().as_secs_f64() * 1000.0;
@@ -93,15 +123,8 @@ pub fn run(a: &SegmentArgs) -> Result<()> {
         ));
     }
     let opts = SegmentOptions {
-        threshold: a.threshold,
-        crf: if a.no_crf {
-            None
-        } else {
-            Some(crf_config(a.crf_config.as_deref())?)
-        },
-        assume_hu: a.assume_hu,
         dicom_seg: a.seg_out.is_some(),
-        ..SegmentOptions::default()
+        ..a.how.options()?
     };
     let quiet = a.json;
     let seg = pipeline::segment_scan(scan, read_ms, &net, &device, &opts, &mut |p| {
