@@ -672,7 +672,7 @@ pub fn segment_scan(
             ms: read_ms,
         },
     );
-    segment_prepared(prep, model, device, opts, progress)
+    prep.segment(model, device, opts, progress)
 }
 
 /// Tell `progress` where the work is; its `false` cancels.
@@ -691,14 +691,31 @@ fn announce(
 }
 
 #[cfg(not(target_arch = "wasm32"))]
+impl Prepared {
+    /// The rest of the pipeline on a prepared scan, natively: network, optional CRF, finish.
+    /// The scan and its brain stay here for whoever needs them next (the follow-up
+    /// comparison registers them), so every caller segments with this one sequence.
+    pub fn segment(
+        &mut self,
+        model: &IchNet,
+        device: &Device,
+        opts: &SegmentOptions,
+        progress: &mut dyn FnMut(Progress<'_>) -> bool,
+    ) -> Result<Segmentation> {
+        opts.check()?;
+        segment_prepared(self, model, device, opts, progress)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 fn segment_prepared(
-    mut prep: Prepared,
+    prep: &mut Prepared,
     model: &IchNet,
     device: &Device,
     opts: &SegmentOptions,
     progress: &mut dyn FnMut(Progress<'_>) -> bool,
 ) -> Result<Segmentation> {
-    run_network(&mut prep, model, device, opts.batch_slices, progress)?;
+    run_network(prep, model, device, opts.batch_slices, progress)?;
     if let Some(cfg) = &opts.crf {
         let mut cancelled = false;
         let res = prep.apply_crf(cfg, &mut |d, n| {

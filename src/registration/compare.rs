@@ -464,15 +464,13 @@ pub fn segment_and_compare(
     opts: &crate::pipeline::SegmentOptions,
     cfg: &RegistrationConfig,
 ) -> Result<Pair> {
-    use crate::pipeline::{Prepared, run_network};
+    use crate::pipeline::Prepared;
+    // Each scan as `segment` does it (the same sequence, `Prepared::segment`); the prepared
+    // scans stay for the registration.
     let run = |bytes: &[u8]| -> Result<(Prepared, crate::pipeline::Segmentation, f64)> {
         let t = std::time::Instant::now();
         let mut prep = Prepared::new(bytes, opts.assume_hu)?;
-        run_network(&mut prep, model, device, opts.batch_slices, &mut |_| true)?;
-        if let Some(c) = &opts.crf {
-            prep.apply_crf(c, &mut |_, _| true)?;
-        }
-        let seg = prep.finish(opts.threshold)?;
+        let seg = prep.segment(model, device, opts, &mut |_| true)?;
         Ok((prep, seg, t.elapsed().as_secs_f64()))
     };
     // A refusal names the scan it is about, as the page's does.
