@@ -76,6 +76,17 @@ pub fn read_mask(path: &Path, image: &Scan) -> Result<Array3<u8>> {
     Ok(m.stack.hu.mapv(|v| u8::from(v > 0.5)))
 }
 
+/// One case ready for the network: the image read and prepared (brain found, network input
+/// built; `assume_hu` as `segment --assume-hu`) and its mask on the image's grid. What `eval`
+/// and the checkpoint validation both start every case with.
+pub fn open_case(image: &Path, mask: &Path, assume_hu: bool) -> Result<(Prepared, Array3<u8>)> {
+    let bytes = fs::read(image).map_err(|e| Error::io(image, e))?;
+    let prep = Prepared::new(&bytes, assume_hu)
+        .map_err(|e| crate::io::in_file(&image.display().to_string(), e))?;
+    let truth = read_mask(mask, prep.scan())?;
+    Ok((prep, truth))
+}
+
 /// Cases with at least this much true blood are the ones whose Dice is averaged (the model
 /// card's measure: on a speck of blood Dice is noise).
 pub const SCORED_ML: f64 = 1.0;
@@ -137,11 +148,8 @@ impl Validator for CaseDice {
         let (mut lesions, mut found) = (0usize, 0usize);
         let (mut clean, mut clean_max_ml) = (0usize, 0.0f64);
         for (_, img, msk) in &self.cases {
-            let bytes = fs::read(img).map_err(|e| Error::io(img, e))?;
             // Training data are in HU by construction (`train` reads them as such).
-            let mut prep = Prepared::new(&bytes, true)
-                .map_err(|e| crate::io::in_file(&img.display().to_string(), e))?;
-            let truth = read_mask(msk, prep.scan())?;
+            let (mut prep, truth) = open_case(img, msk, true)?;
             pipeline::run_network(&mut prep, model, device, 4, &mut |_| true)?;
             prep.apply_crf(&self.crf, &mut |_, _| true)?;
             let pred = prep.finish(self.threshold)?.mask;

@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use ichnet::crf::CrfConfig;
 use ichnet::metrics::{self, Confusion, LesionDetection};
-use ichnet::pipeline::{self, Prepared};
+use ichnet::pipeline;
 use ichnet::{Error, Result, Stack};
 use ndarray::Array3;
 
 use super::segment::{device, load_model};
-use ichnet::labelled::{list_cases, read_mask};
+use ichnet::labelled::{list_cases, open_case};
 
 /// Evaluate ICHNet and the naive baseline on image/mask pairs.
 #[derive(clap::Args, Debug)]
@@ -351,10 +351,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     // Per sweep threshold: (Dice on cases ≥ 1 mL, |ΔV| on all cases).
     let mut sweep: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); a.sweep.len()];
     for (name, img, msk) in &cases {
-        let bytes = fs::read(img).map_err(|e| Error::io(img, e))?;
-        let mut prep = Prepared::new(&bytes, a.assume_hu)
-            .map_err(|e| ichnet::io::in_file(&img.display().to_string(), e))?;
-        let truth = read_mask(msk, prep.scan())?;
+        let (mut prep, truth) = open_case(img, msk, a.assume_hu)?;
         let stack = prep.scan().stack.clone();
         let true_ml = stack.mask_ml(&truth);
         let true_abc2_ml = metrics::abc2(&truth, &stack)?.ml;
