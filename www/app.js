@@ -950,11 +950,17 @@ function wireEmbed(params) {
  * joined late). A failure is not shown here: the scan's own run meets it again and shows it.
  */
 function prepareEngine() {
+  const state = $("engine-state");
   document.body.dataset.engine = "loading";
+  state.textContent = "Loading the engine…";
   segmenter.prepare({ backend: ui.backend.value }).then(
-    () => (document.body.dataset.engine = "ready"),
+    ({ backend, workers }) => {
+      document.body.dataset.engine = "ready";
+      state.textContent = `Engine ready: ${backend}${workers > 1 ? ` × ${workers} workers` : ""}. Everything runs on this computer.`;
+    },
     (e) => {
       document.body.dataset.engine = "failed";
+      state.textContent = "The engine will load with the first scan.";
       console.warn(`the engine was not loaded ahead: ${e.message}`);
     },
   );

@@ -133,7 +133,12 @@ async function segmentSampleEndToEnd({ webgpu, screenshot, input = null }) {
     await page.goto(server.url);
     if (webgpu) await chooseBackend(page, "webgpu");
     // The page loads the engine (and its helper workers) while it waits for a file.
-    else await page.waitForFunction(() => document.body.dataset.engine === "ready", null, { timeout: 120_000 });
+    else {
+      await page.waitForFunction(() => document.body.dataset.engine === "ready", null, { timeout: 120_000 });
+      // The reader sees it: which engine, how many workers.
+      const engineText = await page.textContent("#engine-state");
+      assert.match(engineText, os.availableParallelism() >= 2 ? /Engine ready: CPU \(flex\) × \d+ workers/ : /Engine ready: CPU/, engineText);
+    }
     if (input) await chooseFile(page, basename(input), readFileSync(input));
     else await page.click("#sample");
     const state = await waitSettled(page, 900_000);
