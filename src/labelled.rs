@@ -18,7 +18,7 @@ use crate::io::Scan;
 use crate::metrics::{Confusion, LesionDetection};
 use crate::model::IchNet;
 use crate::model::train::{Score, Validator};
-use crate::pipeline::{self, Prepared};
+use crate::pipeline::{self, Prepared, SegmentOptions};
 use crate::{Error, Result};
 use burn::prelude::Device;
 
@@ -99,8 +99,9 @@ pub const SCORED_ML: f64 = 1.0;
 /// mask take tens of MB, and reading is a small part of a validation next to the network.
 pub struct CaseDice {
     cases: Vec<Case>,
-    crf: CrfConfig,
-    threshold: f32,
+    /// How every case is segmented: `segment`'s sequence with this CRF and threshold, the
+    /// values taken as HU (training data are HU by construction; `train` reads them as such).
+    opts: SegmentOptions,
     scored: usize,
 }
 
@@ -108,7 +109,13 @@ impl CaseDice {
     /// Validate on the cases of `dir` with the CRF `crf`. Every mask is read once here, so a
     /// damaged file or a folder with nothing to score is refused before training starts.
     pub fn new(dir: &Path, crf: CrfConfig, threshold: f32) -> Result<Self> {
-        crf.validate()?;
+        let opts = SegmentOptions {
+            threshold,
+            crf: Some(crf),
+            assume_hu: true,
+            ..SegmentOptions::default()
+        };
+        opts.check()?;
         let cases = list_cases(dir)?;
         let mut scored = 0;
         for (_, img, msk) in &cases {
@@ -126,8 +133,7 @@ impl CaseDice {
         }
         Ok(CaseDice {
             cases,
-            crf,
-            threshold,
+            opts,
             scored,
         })
     }
@@ -148,11 +154,8 @@ impl Validator for CaseDice {
         let (mut lesions, mut found) = (0usize, 0usize);
         let (mut clean, mut clean_max_ml) = (0usize, 0.0f64);
         for (_, img, msk) in &self.cases {
-            // Training data are in HU by construction (`train` reads them as such).
-            let (mut prep, truth) = open_case(img, msk, true)?;
-            pipeline::run_network(&mut prep, model, device, 4, &mut |_| true)?;
-            prep.apply_crf(&self.crf, &mut |_, _| true)?;
-            let pred = prep.finish(self.threshold)?.mask;
+            let (mut prep, truth) = open_case(img, msk, self.opts.assume_hu)?;
+            let pred = prep.segment(model, device, &self.opts, &mut |_| true)?.mask;
             let stack = &prep.scan().stack;
             let true_ml = stack.mask_ml(&truth);
             if true_ml >= SCORED_ML {

@@ -703,37 +703,26 @@ impl Prepared {
         progress: &mut dyn FnMut(Progress<'_>) -> bool,
     ) -> Result<Segmentation> {
         opts.check()?;
-        segment_prepared(self, model, device, opts, progress)
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn segment_prepared(
-    prep: &mut Prepared,
-    model: &IchNet,
-    device: &Device,
-    opts: &SegmentOptions,
-    progress: &mut dyn FnMut(Progress<'_>) -> bool,
-) -> Result<Segmentation> {
-    run_network(prep, model, device, opts.batch_slices, progress)?;
-    if let Some(cfg) = &opts.crf {
-        let mut cancelled = false;
-        let res = prep.apply_crf(cfg, &mut |d, n| {
-            let ok = progress(Progress {
-                stage: stage::CRF,
-                done: d,
-                total: n,
+        run_network(self, model, device, opts.batch_slices, progress)?;
+        if let Some(cfg) = &opts.crf {
+            let mut cancelled = false;
+            let res = self.apply_crf(cfg, &mut |d, n| {
+                let ok = progress(Progress {
+                    stage: stage::CRF,
+                    done: d,
+                    total: n,
+                });
+                cancelled |= !ok;
+                ok
             });
-            cancelled |= !ok;
-            ok
-        });
-        if cancelled {
-            return Err(Error::Cancelled);
+            if cancelled {
+                return Err(Error::Cancelled);
+            }
+            res?;
         }
-        res?;
+        announce(progress, stage::FINISH, 0, 1)?;
+        self.finish_stage(opts)
     }
-    announce(progress, stage::FINISH, 0, 1)?;
-    prep.finish_stage(opts)
 }
 
 /// Run the network over every slice of `prep`, `batch` slices per call, reading back

@@ -21,24 +21,48 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// The fixture's voxels written with affine `T · A`: the same head, moved by `t`.
-fn moved_fixture(t: &Rigid, path: &Path) {
+/// The fixture's voxels, each passed through `value`, written to `path` with `affine` (given
+/// the fixture's own) in `storage`.
+fn rewrite_fixture(
+    path: &Path,
+    affine: impl Fn(&[[f64; 4]; 4]) -> [[f64; 4]; 4],
+    value: impl Fn(f32) -> f32,
+    storage: Storage,
+) {
     let bytes = std::fs::read(format!("{FIXTURE}/image.nii.gz")).unwrap();
     let scan = Scan::from_bytes(&bytes).unwrap();
-    let a = scan.info.affine;
-    let m = t.affine();
-    let mut moved = [[0.0; 4]; 4];
-    for (r, row) in moved.iter_mut().enumerate() {
-        for (c, v) in row.iter_mut().enumerate() {
-            *v = (0..4).map(|k| m[r][k] * a[k][c]).sum();
-        }
-    }
     let dims = scan.geometry().dims;
     let values = scan.to_file_order(&scan.stack.hu).unwrap();
+    let values = values.into_iter().map(value).collect();
     let arr = ndarray::Array3::from_shape_vec((dims[2], dims[1], dims[0]), values).unwrap();
-    let geom = Geometry::from_affine(dims, &moved).unwrap();
-    let out = write_nifti_gz(&arr, &geom, Storage::F32).unwrap();
-    std::fs::write(path, out).unwrap();
+    let geom = Geometry::from_affine(dims, &affine(&scan.info.affine)).unwrap();
+    std::fs::write(path, write_nifti_gz(&arr, &geom, storage).unwrap()).unwrap();
+}
+
+/// The fixture's voxels written with affine `T · A`: the same head, moved by `t`.
+fn moved_fixture(t: &Rigid, path: &Path) {
+    let m = t.affine();
+    let moved = |a: &[[f64; 4]; 4]| {
+        let mut moved = [[0.0; 4]; 4];
+        for (r, row) in moved.iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = (0..4).map(|k| m[r][k] * a[k][c]).sum();
+            }
+        }
+        moved
+    };
+    rewrite_fixture(path, moved, |v| v, Storage::F32);
+}
+
+/// `ichnet compare ARGS --json`, which must succeed: its report.
+fn compare_report(args: &[&str]) -> serde_json::Value {
+    let o = ichnet(&[&["compare"], args, &["--json"]].concat());
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 #[test]
@@ -58,16 +82,12 @@ fn compare_finds_the_movement_and_no_growth_when_only_the_head_moved() {
     t.centre_mm = [0, 1, 2].map(|r| a[r][0] * d[0] + a[r][1] * d[1] + a[r][2] * d[2] + a[r][3]);
     moved_fixture(&t, &followup);
     let out = dir.join("out");
-    let o = ichnet(&[
-        "compare",
+    let r = compare_report(&[
         &baseline,
         followup.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
-        "--json",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let c = &r["comparison"];
     let (b, f) = (
         c["baseline_ml"].as_f64().unwrap(),
@@ -149,57 +169,36 @@ fn a_missing_follow_up_is_one_sentence_and_a_failing_exit_code() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
-/// A brain-window export of `src` (8-bit, −20…160 HU, clipped): what a viewer's "save as"
-/// gives, with no air or bone values left to show the scan is in HU.
-fn windowed_copy(src: &str, path: &Path) {
-    let scan = Scan::from_bytes(&std::fs::read(src).unwrap()).unwrap();
-    let dims = scan.geometry().dims;
-    let values: Vec<f32> = scan
-        .to_file_order(&scan.stack.hu)
-        .unwrap()
-        .into_iter()
-        .map(|v| v.clamp(-20.0, 160.0))
-        .collect();
-    let arr = ndarray::Array3::from_shape_vec((dims[2], dims[1], dims[0]), values).unwrap();
-    let geom = Geometry::from_affine(dims, &scan.info.affine).unwrap();
+/// A brain-window export of the fixture (8-bit, −20…160 HU, clipped): what a viewer's "save
+/// as" gives, with no air or bone values left to show the scan is in HU.
+fn windowed_fixture(path: &Path) {
     let storage = Storage::U8 {
         slope: 180.0 / 255.0,
         inter: -20.0,
     };
-    std::fs::write(path, write_nifti_gz(&arr, &geom, storage).unwrap()).unwrap();
+    rewrite_fixture(path, |a| *a, |v| v.clamp(-20.0, 160.0), storage);
 }
 
 #[test]
 fn a_windowed_export_is_refused_by_name_and_compared_with_assume_hu() {
     let dir = scratch("cli-compare-windowed");
     let baseline = dir.join("baseline_window.nii.gz");
-    windowed_copy(&format!("{FIXTURE}/image.nii.gz"), &baseline);
+    windowed_fixture(&baseline);
     let followup = format!("{FIXTURE}/image.nii.gz");
     let out = dir.join("out");
-    let args = |extra: &[&str]| {
-        let mut v = vec![
-            "compare".to_string(),
-            baseline.to_str().unwrap().to_string(),
-            followup.clone(),
-            "-o".to_string(),
-            out.to_str().unwrap().to_string(),
-            "--json".to_string(),
-        ];
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
-    let refused = Command::new(BIN).args(args(&[])).output().unwrap();
+    let args = [
+        baseline.to_str().unwrap(),
+        &followup,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let refused = ichnet(&[&["compare"], &args[..], &["--json"]].concat());
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     // The sentence says which scan, and the flag it names is one `compare` takes.
     assert!(err.contains("the baseline scan: "), "{err}");
     assert!(err.contains("--assume-hu"), "{err}");
-    let o = Command::new(BIN)
-        .args(args(&["--assume-hu"]))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = compare_report(&[&args[..], &["--assume-hu"]].concat());
     let c = &r["comparison"];
     let (b, f) = (
         c["baseline_ml"].as_f64().unwrap(),
@@ -254,21 +253,13 @@ fn growth_over_synthetic_pairs_meets_the_readme_target() {
         let out = dir.join("out").join(name);
         // A third of the pairs are stored as 8-bit brain-window exports, as the generator's
         // training cases are: taken as HU by the flag a user would give.
-        let o = ichnet(&[
-            "compare",
+        let r = compare_report(&[
             scan("baseline").to_str().unwrap(),
             scan("followup").to_str().unwrap(),
             "-o",
             out.to_str().unwrap(),
-            "--json",
             "--assume-hu",
         ]);
-        assert!(
-            o.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let c = &r["comparison"];
         let delta = c["delta_ml"].as_f64().unwrap();
         let expanded = c["expansion"]["expanded"].as_bool().unwrap();

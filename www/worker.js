@@ -167,12 +167,15 @@ async function makeEngine(choice) {
  */
 const WARM_BATCH = [4, 196, 148];
 
-/** One dummy batch through `entry`'s CPU engine (no-op on WebGPU, which warms on the scan's shape). */
-async function warmCpu(entry) {
-  if (entry.engine.isGpu() || entry.warmed.has("cpu")) return;
-  entry.warmed.add("cpu");
+/**
+ * One dummy batch through `entry`'s CPU engine, once: every caller gets the same promise (no-op
+ * on WebGPU, which warms on the scan's shape).
+ */
+function warmCpu(entry) {
+  if (entry.engine.isGpu()) return Promise.resolve();
   const [n, h, w] = WARM_BATCH;
-  await entry.engine.warmup([n, entry.engine.inputChannels(), h, w]);
+  entry.cpuWarmup ??= entry.engine.warmup([n, entry.engine.inputChannels(), h, w]);
+  return entry.cpuWarmup;
 }
 
 /**
@@ -667,17 +670,16 @@ function scanNifti({ id, req }) {
   post({ type: FromWorker.SCAN, id, req, bytes }, [bytes.buffer]);
 }
 
-/** As a helper: the module and the CPU engine, loaded once (the first batch may arrive while a
- * `WARM` is still loading them: both wait on the same promise, so one engine is made). */
-let helperEngine = null;
-function warm({ module = null } = {}) {
-  helperEngine ??= loadCore(module)
-    .then(() => engineFor(Backend.CPU))
-    .then(async (entry) => {
-      await warmCpu(entry);
-      return entry;
-    });
-  return helperEngine;
+/**
+ * As a helper: the module (the coordinating worker's, when it sent one), the CPU engine and its
+ * dummy batch. Each is made once (`loadCore`, `engineFor` and `warmCpu` remember theirs), so a
+ * batch that arrives while `WARM` is still loading them waits for the same work.
+ */
+async function warm({ module = null } = {}) {
+  await loadCore(module);
+  const entry = await engineFor(Backend.CPU);
+  await warmCpu(entry);
+  return entry;
 }
 
 /** As a helper, told to warm up by its coordinating worker: says when it is ready. */

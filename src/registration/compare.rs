@@ -473,15 +473,9 @@ pub fn segment_and_compare(
         let seg = prep.segment(model, device, opts, &mut |_| true)?;
         Ok((prep, seg, t.elapsed().as_secs_f64()))
     };
-    // A refusal names the scan it is about, as the page's does.
-    fn about(which: &'static str) -> impl Fn(Error) -> Error {
-        move |e| Error::InFile {
-            file: which.to_string(),
-            source: Box::new(e),
-        }
-    }
-    let (bp, bs, bt) = run(baseline).map_err(about("the baseline scan"))?;
-    let (fp, fs, ft) = run(followup).map_err(about("the follow-up scan"))?;
+    // A refusal of a scan's contents names the scan it is about, as the page's does.
+    let (bp, bs, bt) = run(baseline).map_err(|e| crate::io::in_file("the baseline scan", e))?;
+    let (fp, fs, ft) = run(followup).map_err(|e| crate::io::in_file("the follow-up scan", e))?;
     let t = std::time::Instant::now();
     let (ba, fa) = (bp.scan().stack_affine(), fp.scan().stack_affine());
     fn side<'a>(
