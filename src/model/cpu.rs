@@ -1,19 +1,21 @@
-//! Dense inference on the CPU straight on `gemm`, for the flex device (natively and in the
-//! page's CPU path).
+//! Dense inference on the CPU straight on matrix kernels ([`super::kernel`], gemm), for the flex
+//! device (natively and in the page's CPU path).
 //!
 //! Why not burn's ops: flex runs each op as its own pass over memory — every convolution
 //! converts its input to channels-last and back, bias and ReLU are further passes, every op
 //! allocates its output — and parallelises inside each op, so two cores synchronise dozens of
 //! times per slice. Here one slice goes through the whole network channels-last on one thread:
-//! each 3×3 convolution is an im2col of a band of rows and one matrix product, with bias and ReLU
-//! applied while the band is still in cache; the head works band by band too, so the
+//! each 3×3 convolution with 8 or more input channels runs as Winograd F(2×2, 3×3) (2.25× fewer
+//! multiplications), the first one as an im2col of a band of rows and one matrix product, with
+//! bias and ReLU applied while the outputs are still in cache; the head works band by band too, so the
 //! full-resolution hidden layer (96 channels) never exists as a whole. Natively the slices of a
 //! batch run on rayon's threads; on wasm they run in order.
 //!
 //! The arithmetic is the network's (batch norms folded, [`super::bilinear`] upsampling); only the
-//! summation order differs from burn's, so the two agree to float rounding (`tests/model.rs`).
+//! summation order (and Winograd's exact rearrangement of the sums) differs from burn's, so the
+//! two agree to float rounding (`tests/model.rs`).
 
-use gemm::{Parallelism, gemm};
+use super::kernel::Product;
 
 use super::bilinear;
 use crate::error::{Result, try_filled};
@@ -21,15 +23,75 @@ use crate::error::{Result, try_filled};
 /// Pixels per im2col band: the band's patch matrix (≤ 576 values per pixel) stays within L2.
 const BAND_PIXELS: usize = 384;
 
+/// Input channels from which a convolution runs as Winograd F(2×2, 3×3) rather than im2col.
+/// Below it the 16 products of the transformed tiles are too thin (`k` = channels) to pay for
+/// the transforms; the first convolution (3 input planes) stays im2col.
+const WINOGRAD_MIN_CIN: usize = 8;
+
+/// Transformed tiles per Winograd chunk, scaled so one chunk's tiles (16 × tiles × channels, in
+/// and out) stay within L2 while the 16 products stay tall enough for gemm's kernels.
+const WINOGRAD_CHUNK_VALUES: usize = 16_384;
+
 /// A 3×3 convolution (batch norm folded in) followed by ReLU.
 #[derive(Debug, Clone)]
 pub(crate) struct Conv3 {
-    pub cin: usize,
-    pub cout: usize,
-    pub dilation: usize,
+    cin: usize,
+    cout: usize,
+    dilation: usize,
     /// `[9·cin, cout]`, row `(ky·3 + kx)·cin + ci`.
-    pub w: Vec<f32>,
-    pub b: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    /// Winograd weights `G g Gᵀ`: 16 matrices `[cin, cout]`, element `e = 4·row + col` of the
+    /// 4×4 transformed kernel; `None` below [`WINOGRAD_MIN_CIN`] input channels or for widths
+    /// that are not a multiple of [`LANES`].
+    wino: Option<Vec<f32>>,
+}
+
+impl Conv3 {
+    /// `w` is `[9·cin, cout]` (row `(ky·3 + kx)·cin + ci`), `b` is `[cout]`.
+    pub fn new(cin: usize, cout: usize, dilation: usize, w: Vec<f32>, b: Vec<f32>) -> Self {
+        let wino =
+            (cin >= WINOGRAD_MIN_CIN && cin.is_multiple_of(LANES) && cout.is_multiple_of(LANES))
+                .then(|| winograd_weights(&w, cin, cout));
+        Self {
+            cin,
+            cout,
+            dilation,
+            w,
+            b,
+            wino,
+        }
+    }
+}
+
+/// `U = G g Gᵀ` for every (input, output) channel pair, with F(2×2, 3×3)'s
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
+fn winograd_weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    const G: [[f32; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let mut u = vec![0f32; 16 * cin * cout];
+    for ci in 0..cin {
+        for co in 0..cout {
+            let g = |ky: usize, kx: usize| w[((ky * 3 + kx) * cin + ci) * cout + co];
+            let mut gg = [[0f32; 3]; 4];
+            for (r, row) in gg.iter_mut().enumerate() {
+                for (kx, v) in row.iter_mut().enumerate() {
+                    *v = (0..3).map(|ky| G[r][ky] * g(ky, kx)).sum();
+                }
+            }
+            for r in 0..4 {
+                for c in 0..4 {
+                    let v: f32 = (0..3).map(|kx| gg[r][kx] * G[c][kx]).sum();
+                    u[((r * 4 + c) * cin + ci) * cout + co] = v;
+                }
+            }
+        }
+    }
+    u
 }
 
 /// One trunk block: optional 2×2 max-pool, then its convolutions.
@@ -108,7 +170,37 @@ impl CpuNet {
     }
 
     /// One slice (`[in_channels, h, w]`) to its logits (`[h, w]`).
+    ///
+    /// Everything below is inlined into one function per instruction set pulp dispatches to at
+    /// run time, so the loops here (Winograd transforms, upsampling, pooling) vectorise with
+    /// AVX2 or AVX-512 where the CPU has them: a portable build otherwise targets the x86-64
+    /// baseline (SSE2). gemm dispatches its own kernels.
     fn slice(&self, x: &[f32], h: usize, w: usize, out: &mut [f32]) -> Result<()> {
+        struct Op<'a> {
+            net: &'a CpuNet,
+            x: &'a [f32],
+            h: usize,
+            w: usize,
+            out: &'a mut [f32],
+        }
+        impl pulp::WithSimd for Op<'_> {
+            type Output = Result<()>;
+            #[inline(always)]
+            fn with_simd<S: pulp::Simd>(self, _: S) -> Result<()> {
+                self.net.slice_inline(self.x, self.h, self.w, self.out)
+            }
+        }
+        pulp::Arch::new().dispatch(Op {
+            net: self,
+            x,
+            h,
+            w,
+            out,
+        })
+    }
+
+    #[inline(always)]
+    fn slice_inline(&self, x: &[f32], h: usize, w: usize, out: &mut [f32]) -> Result<()> {
         let c0 = self.in_channels;
         let mut input = try_filled(h * w * c0, 0f32, "a slice of network input")?;
         for (p, px) in input.chunks_exact_mut(c0).enumerate() {
@@ -149,6 +241,7 @@ impl CpuNet {
     }
 
     /// The MLP over the hypercolumn, band of rows by band of rows.
+    #[inline(always)]
     fn head(&self, taps: &[Map], h: usize, w: usize, out: &mut [f32]) -> Result<()> {
         let hid = self.hidden;
         // Low-resolution groups: project once per slice at their own resolution.
@@ -156,7 +249,7 @@ impl CpuNet {
         for g in self.groups.iter().filter(|g| g.factor > 1) {
             let first = &taps[g.blocks.start];
             let mut p = try_filled(first.h * first.w * hid, 0f32, "a hypercolumn projection")?;
-            project(taps, g, 0..first.h, &mut p, hid);
+            project(taps, g, 0..first.h, &mut p, hid, true);
             let ys: Vec<_> = (0..h)
                 .map(|y| bilinear::tap(y, g.factor, first.h))
                 .collect();
@@ -174,10 +267,15 @@ impl CpuNet {
             let rows = band_rows.min(h - y0);
             let m = rows * w;
             let z = &mut z[..m * hid];
-            z.fill(0.0);
-            // Full-resolution groups: a product straight into the band.
+            // Full-resolution groups: a product straight into the band (the first one
+            // overwrites what the previous band left).
+            let mut fresh = true;
             for g in self.groups.iter().filter(|g| g.factor == 1) {
-                project(taps, g, y0..y0 + rows, z, hid);
+                project(taps, g, y0..y0 + rows, z, hid, fresh);
+                fresh = false;
+            }
+            if fresh {
+                z.fill(0.0);
             }
             // Low-resolution groups: bilinear from their projection.
             for (p, pw, ys, xs) in &low {
@@ -215,8 +313,8 @@ impl CpuNet {
                     l.cout,
                     l.cin,
                     false,
+                    Some(&l.b),
                 );
-                bias_relu(&mut buf_b[..m * l.cout], &l.b);
                 std::mem::swap(&mut buf_a, &mut buf_b);
                 from_z = false;
                 cur_c = l.cout;
@@ -224,18 +322,26 @@ impl CpuNet {
             let cur: &[f32] = if from_z { &z[..] } else { &buf_a[..m * cur_c] };
             let o = &self.out;
             for (px, dst) in cur.chunks_exact(cur_c).zip(&mut out[y0 * w..y0 * w + m]) {
-                *dst = px.iter().zip(&o.w).map(|(v, wt)| v * wt).sum::<f32>() + o.b[0];
+                *dst = dot(px, &o.w) + o.b[0];
             }
         }
         Ok(())
     }
 }
 
-/// Rows `rows` of a group's projection: `Σ_blocks tap · W_block` into `dst` (`[rows·w, hid]`,
-/// accumulated).
-fn project(taps: &[Map], g: &Group, rows: std::ops::Range<usize>, dst: &mut [f32], hid: usize) {
+/// Rows `rows` of a group's projection: `Σ_blocks tap · W_block` into `dst` (`[rows·w, hid]`),
+/// added to what `dst` holds unless `overwrite`.
+#[inline(always)]
+fn project(
+    taps: &[Map],
+    g: &Group,
+    rows: std::ops::Range<usize>,
+    dst: &mut [f32],
+    hid: usize,
+    overwrite: bool,
+) {
     let mut row0 = 0;
-    for t in &taps[g.blocks.clone()] {
+    for (i, t) in taps[g.blocks.clone()].iter().enumerate() {
         let m = rows.len() * t.w;
         let a = &t.v[rows.start * t.w * t.c..rows.end * t.w * t.c];
         matmul(
@@ -245,14 +351,19 @@ fn project(taps: &[Map], g: &Group, rows: std::ops::Range<usize>, dst: &mut [f32
             m,
             hid,
             t.c,
-            true,
+            !(overwrite && i == 0),
+            None,
         );
         row0 += t.c;
     }
 }
 
 /// A 3×3 dilated convolution with zero padding (same size), bias and ReLU.
+#[inline(always)]
 fn conv3(x: &Map, conv: &Conv3, scratch: &mut Vec<f32>) -> Result<Map> {
+    if let Some(u) = &conv.wino {
+        return conv3_winograd(x, conv, u, scratch);
+    }
     let (h, w, cin, cout, d) = (x.h, x.w, conv.cin, conv.cout, conv.dilation as isize);
     let k = 9 * cin;
     let band = (BAND_PIXELS / w).clamp(1, h.max(1));
@@ -286,8 +397,7 @@ fn conv3(x: &Map, conv: &Conv3, scratch: &mut Vec<f32>) -> Result<Map> {
             }
         }
         let dst = &mut out[y0 * w * cout..(y0 + rows) * w * cout];
-        matmul(dst, col, &conv.w, m, cout, k, false);
-        bias_relu(dst, &conv.b);
+        matmul(dst, col, &conv.w, m, cout, k, false, Some(&conv.b));
     }
     Ok(Map {
         h,
@@ -297,7 +407,155 @@ fn conv3(x: &Map, conv: &Conv3, scratch: &mut Vec<f32>) -> Result<Map> {
     })
 }
 
+/// [`conv3`] as Winograd F(2×2, 3×3): 2.25× fewer multiplications than the direct product, and
+/// no im2col copy.
+///
+/// Written here because gemm has no convolution and burn-flex's (im2col) is what this module
+/// replaces. A dilated convolution is an ordinary one on each of the `d × d` interleaved
+/// sub-grids, so a tile's 2×2 outputs are `d` apart and its 4×4 inputs too: tile origins run
+/// over `d` consecutive rows (and columns) in every block of `2d`, which covers each output
+/// exactly once. Channels-last, the transforms work on whole channel vectors; a chunk of tiles
+/// is laid out `[tile][element][channel]`, so the 16 products read and write it with a row
+/// stride of 16 channel vectors.
+#[inline(always)]
+fn conv3_winograd(x: &Map, conv: &Conv3, u: &[f32], scratch: &mut Vec<f32>) -> Result<Map> {
+    let (h, w, cin, cout, d) = (x.h, x.w, conv.cin, conv.cout, conv.dilation);
+    let origins = |n: usize| -> Vec<usize> {
+        (0..n)
+            .step_by(2 * d)
+            .flat_map(|b| (b..b + d).filter(|&o| o < n))
+            .collect()
+    };
+    let (ys, xs) = (origins(h), origins(w));
+    let per_chunk = (WINOGRAD_CHUNK_VALUES / cin.max(cout)).max(16);
+    let need = per_chunk * 16 * (cin + cout) + 16 * cin.max(cout) + cin;
+    if scratch.len() < need {
+        *scratch = try_filled(need, 0f32, "a convolution's transformed tiles")?;
+    }
+    let mut out = try_filled(h * w * cout, 0f32, "a feature map")?;
+    let (v, rest) = scratch.split_at_mut(per_chunk * 16 * cin);
+    let (m, rest) = rest.split_at_mut(per_chunk * 16 * cout);
+    let (tmp, zero) = rest.split_at_mut(16 * cin.max(cout));
+    let zero = &mut zero[..cin];
+    zero.fill(0.0);
+    let zero = &*zero;
+    let tiles: Vec<(usize, usize)> = ys
+        .iter()
+        .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
+        .collect();
+    let (di, wi, hi) = (d as isize, w as isize, h as isize);
+    for chunk in tiles.chunks(per_chunk) {
+        let t = chunk.len();
+        for (i, &(y, xo)) in chunk.iter().enumerate() {
+            let mut src: [&[f32]; 16] = [zero; 16];
+            for (e, s) in src.iter_mut().enumerate() {
+                let iy = y as isize + (e as isize / 4 - 1) * di;
+                let ix = xo as isize + (e as isize % 4 - 1) * di;
+                if iy >= 0 && iy < hi && ix >= 0 && ix < wi {
+                    let at = (iy as usize * w + ix as usize) * cin;
+                    *s = &x.v[at..at + cin];
+                }
+            }
+            // Bᵀ · tile, column by column, into tmp[r][c]; then (Bᵀ · tile) · B into tile i.
+            for c in 0..4 {
+                let (d0, d1, d2, d3) = (src[c], src[4 + c], src[8 + c], src[12 + c]);
+                let at_row = |r: usize| (r * 4 + c) * cin..(r * 4 + c + 1) * cin;
+                lin(&mut tmp[at_row(0)], d0, d2, -1.0);
+                lin(&mut tmp[at_row(1)], d1, d2, 1.0);
+                lin(&mut tmp[at_row(2)], d2, d1, -1.0);
+                lin(&mut tmp[at_row(3)], d1, d3, -1.0);
+            }
+            let blk = &mut v[i * 16 * cin..(i + 1) * 16 * cin];
+            for (o, t) in blk.chunks_exact_mut(4 * cin).zip(tmp.chunks_exact(4 * cin)) {
+                let (t0, t1, t2, t3) = (
+                    &t[..cin],
+                    &t[cin..2 * cin],
+                    &t[2 * cin..3 * cin],
+                    &t[3 * cin..],
+                );
+                let (o0, o) = o.split_at_mut(cin);
+                let (o1, o) = o.split_at_mut(cin);
+                let (o2, o3) = o.split_at_mut(cin);
+                lin(o0, t0, t2, -1.0);
+                lin(o1, t1, t2, 1.0);
+                lin(o2, t2, t1, -1.0);
+                lin(o3, t1, t3, -1.0);
+            }
+        }
+        for e in 0..16 {
+            matmul_strided(
+                &mut m[e * cout..],
+                16 * cout,
+                &v[e * cin..],
+                16 * cin,
+                &u[e * cin * cout..(e + 1) * cin * cout],
+                t,
+                cout,
+                cin,
+            );
+        }
+        for (i, &(y, xo)) in chunk.iter().enumerate() {
+            let blk = &m[i * 16 * cout..(i + 1) * 16 * cout];
+            let el = |e: usize| &blk[e * cout..(e + 1) * cout];
+            // Aᵀ · M: two rows of four, s[q][c]; then the rows times A, plus bias, ReLU.
+            let (s0, s1) = tmp[..8 * cout].split_at_mut(4 * cout);
+            for c in 0..4 {
+                let (m0, m1, m2, m3) = (el(c), el(4 + c), el(8 + c), el(12 + c));
+                let (a, b) = (&mut s0[c * cout..][..cout], &mut s1[c * cout..][..cout]);
+                for k in 0..cout {
+                    a[k] = m0[k] + m1[k] + m2[k];
+                    b[k] = m1[k] - m2[k] - m3[k];
+                }
+            }
+            for (q, s) in [&*s0, &*s1].into_iter().enumerate() {
+                let oy = y + q * d;
+                if oy >= h {
+                    continue;
+                }
+                let (a, b, c, e) = (
+                    &s[..cout],
+                    &s[cout..2 * cout],
+                    &s[2 * cout..3 * cout],
+                    &s[3 * cout..],
+                );
+                let bias = &conv.b[..cout];
+                let at = (oy * w + xo) * cout;
+                let dst = &mut out[at..at + cout];
+                for k in 0..cout {
+                    dst[k] = (a[k] + b[k] + c[k] + bias[k]).max(0.0);
+                }
+                if xo + d < w {
+                    let at = (oy * w + xo + d) * cout;
+                    let dst = &mut out[at..at + cout];
+                    for k in 0..cout {
+                        dst[k] = (b[k] - c[k] - e[k] + bias[k]).max(0.0);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Map {
+        h,
+        w,
+        c: cout,
+        v: out,
+    })
+}
+
+/// Channels handled together by the Winograd transforms: a fixed width LLVM turns into vector
+/// instructions on every target (AVX natively, simd128 in wasm).
+const LANES: usize = 8;
+
+/// `o = a + q·b`, element-wise.
+#[inline(always)]
+fn lin(o: &mut [f32], a: &[f32], b: &[f32], q: f32) {
+    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+        *o = a + b * q;
+    }
+}
+
 /// 2×2 max-pool (sizes are multiples of 2: the grid's size multiple guarantees it).
+#[inline(always)]
 fn max_pool(x: &Map) -> Result<Map> {
     let (h, w, c) = (x.h / 2, x.w / 2, x.c);
     let mut v = try_filled(h * w * c, 0f32, "a pooled feature map")?;
@@ -319,6 +577,7 @@ fn max_pool(x: &Map) -> Result<Map> {
     Ok(Map { h, w, c, v })
 }
 
+#[inline(always)]
 fn copy(x: &Map) -> Result<Map> {
     let mut v = try_filled(x.v.len(), 0f32, "a feature map")?;
     v.copy_from_slice(&x.v);
@@ -330,7 +589,27 @@ fn copy(x: &Map) -> Result<Map> {
     })
 }
 
+/// `a · b` summed in [`LANES`] partial sums (a sequential sum would not vectorise).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// `v = max(v + b, 0)` per pixel row of `b.len()` channels.
+#[inline(always)]
 fn bias_relu(v: &mut [f32], b: &[f32]) {
     for px in v.chunks_exact_mut(b.len()) {
         for (o, &bb) in px.iter_mut().zip(b) {
@@ -339,35 +618,131 @@ fn bias_relu(v: &mut [f32], b: &[f32]) {
     }
 }
 
-/// `dst[m, n] (+)= a[m, k] · b[k, n]`, all row-major, on this thread.
-fn matmul(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, accumulate: bool) {
-    let (dst, a, b) = (&mut dst[..m * n], &a[..m * k], &b[..k * n]);
-    if m == 0 || n == 0 {
-        return;
+/// `dst[m, n] = a[m, k] · b[k, n]` with rows `dst_rs` and `a_rs` apart (columns contiguous),
+/// `b` row-major, on this thread.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn matmul_strided(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: &[f32],
+    a_rs: usize,
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    Product {
+        dst,
+        dst_rs,
+        a,
+        a_rs,
+        b,
+        m,
+        n,
+        k,
+        accumulate: false,
+        bias_relu: None,
     }
-    // SAFETY: the three slices above hold exactly m·n, m·k and k·n elements, and the strides
-    // below address them row-major within those bounds; dst does not alias a or b (&mut).
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
+    .run();
+}
+
+/// `dst[m, n] (+)= a[m, k] · b[k, n]`, all row-major, on this thread; then `max(· + bias, 0)`
+/// where a bias is given.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    bias_relu: Option<&[f32]>,
+) {
+    Product {
+        dst,
+        dst_rs: n,
+        a,
+        a_rs: k,
+        b,
+        m,
+        n,
+        k,
+        accumulate,
+        bias_relu,
+    }
+    .run();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(7);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// Winograd tiles cover every output exactly once whatever the map's size against the tile
+    /// pattern (`2d` rows and columns a block): maps smaller than one tile, sizes that are not a
+    /// multiple of `2d`, dilations 1–5; the result is the direct convolution's (im2col, the
+    /// same weights) to float rounding, bias and ReLU included.
+    #[test]
+    fn winograd_equals_the_direct_convolution_on_every_size_and_dilation() {
+        let mut scratch = Vec::new();
+        let mut compared = 0;
+        for (cin, cout) in [(16, 8), (16, 16), (32, 64), (8, 24)] {
+            for d in 1..=5 {
+                for (h, w) in [(1, 1), (2, 3), (5, 7), (10, 12), (9, 17), (16, 16), (21, 8)] {
+                    let seed = (cin * 131 + cout * 17 + d * 7 + h * 3 + w) as u32;
+                    let wts = values(9 * cin * cout, seed);
+                    let bias = values(cout, seed + 1);
+                    let wino = Conv3::new(cin, cout, d, wts.clone(), bias.clone());
+                    assert!(wino.wino.is_some(), "{cin} → {cout} runs as Winograd");
+                    let direct = Conv3 {
+                        wino: None,
+                        ..wino.clone()
+                    };
+                    let x = Map {
+                        h,
+                        w,
+                        c: cin,
+                        v: values(h * w * cin, seed + 2),
+                    };
+                    let a = conv3(&x, &wino, &mut scratch).unwrap();
+                    let b = conv3(&x, &direct, &mut scratch).unwrap();
+                    assert_eq!((a.h, a.w, a.c), (h, w, cout));
+                    assert!(b.v.iter().any(|&v| v > 0.0), "ReLU left something");
+                    for (i, (&u, &v)) in a.v.iter().zip(&b.v).enumerate() {
+                        assert!(
+                            (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                            "{cin}→{cout} d {d} {h}×{w} value {i}: Winograd {u} vs direct {v}"
+                        );
+                    }
+                    compared += 1;
+                }
+            }
+        }
+        assert_eq!(compared, 4 * 5 * 7);
+    }
+
+    /// Below eight input channels (the first convolution's three planes) or at widths that are
+    /// not a multiple of the transform's lanes, convolutions stay direct.
+    #[test]
+    fn thin_or_odd_convolutions_stay_direct() {
+        let conv = |cin: usize, cout: usize| {
+            Conv3::new(cin, cout, 1, vec![0.0; 9 * cin * cout], vec![0.0; cout])
+        };
+        assert!(conv(3, 16).wino.is_none());
+        assert!(conv(12, 16).wino.is_none());
+        assert!(conv(16, 12).wino.is_none());
+        assert!(conv(16, 16).wino.is_some());
     }
 }

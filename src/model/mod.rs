@@ -7,6 +7,7 @@
 pub mod bilinear;
 mod cpu;
 pub mod input;
+mod kernel;
 mod net;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;

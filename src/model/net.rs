@@ -399,13 +399,7 @@ impl IchNet {
                     Some(b) => read(b.val())?,
                     None => vec![0.0; cout],
                 };
-                convs.push(Conv3 {
-                    cin,
-                    cout,
-                    dilation: d,
-                    w,
-                    b,
-                });
+                convs.push(Conv3::new(cin, cout, d, w, b));
             }
             stages.push(Stage {
                 pool: b.pool.is_some(),
