@@ -152,27 +152,41 @@ impl Midline {
     pub fn from_brain(brain: &Array3<u8>, stack: &Stack) -> Result<Option<Midline>> {
         same_shape(brain, stack.dims(), "midline")?;
         let [_, sy, sx] = stack.spacing.map(f64::from);
-        let (mut n, mut mx, mut my) = (0.0f64, 0.0, 0.0);
-        for ((_, y, x), &v) in brain.indexed_iter() {
-            if v != 0 {
-                n += 1.0;
-                mx += x as f64 * sx;
-                my += y as f64 * sy;
+        // One pass of exact integer moments, row by row (two passes of `indexed_iter` over a
+        // 512×512×32 brain took a tenth of a second, most of `segment`'s finish).
+        let (mut n, mut s_x, mut s_y, mut s_xx, mut s_yy, mut s_xy) =
+            (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+        for plane in brain.outer_iter() {
+            for (y, row) in plane.outer_iter().enumerate() {
+                let (mut c, mut rx, mut rxx) = (0u64, 0u64, 0u64);
+                for (x, &v) in row.iter().enumerate() {
+                    let on = u64::from(v != 0);
+                    let x = x as u64;
+                    c += on;
+                    rx += on * x;
+                    rxx += on * x * x;
+                }
+                let y = y as u64;
+                n += c;
+                s_x += rx;
+                s_xx += rxx;
+                s_y += c * y;
+                s_yy += c * y * y;
+                s_xy += rx * y;
             }
         }
-        if n == 0.0 {
+        if n == 0 {
             return Ok(None);
         }
-        let (cx, cy) = (mx / n, my / n);
-        let (mut vxx, mut vyy, mut vxy) = (0.0f64, 0.0, 0.0);
-        for ((_, y, x), &v) in brain.indexed_iter() {
-            if v != 0 {
-                let (dx, dy) = (x as f64 * sx - cx, y as f64 * sy - cy);
-                vxx += dx * dx;
-                vyy += dy * dy;
-                vxy += dx * dy;
-            }
-        }
+        // Centred second moments from the raw ones, exactly (n·Σab − Σa·Σb, in 128 bits).
+        let centred = |ab: u64, a: u64, b: u64| {
+            (i128::from(n) * i128::from(ab) - i128::from(a) * i128::from(b)) as f64 / n as f64
+        };
+        let nf = n as f64;
+        let (cx, cy) = (s_x as f64 / nf * sx, s_y as f64 / nf * sy);
+        let vxx = centred(s_xx, s_x, s_x) * sx * sx;
+        let vyy = centred(s_yy, s_y, s_y) * sy * sy;
+        let vxy = centred(s_xy, s_x, s_y) * sx * sy;
         // Principal axis of the 2×2 covariance: angle of the major axis from +x.
         let theta = 0.5 * (2.0 * vxy).atan2(vxx - vyy);
         let (l1, l2) = {
@@ -1139,6 +1153,25 @@ mod tests {
         let (s, brain, mask) = head_with_three_bleeds();
         let mid = Midline::from_brain(&brain, &s).unwrap().unwrap();
         assert!(mid.right[0] > 0.9, "right points along +x: {mid:?}");
+        // The brain's centroid and principal axis, summed the obvious way in two passes: the
+        // midline goes through the one and along the other.
+        let on: Vec<(f64, f64)> = brain
+            .indexed_iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|((_, y, x), _)| (x as f64, y as f64))
+            .collect();
+        let n = on.len() as f64;
+        let (cx, cy) = on
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+        let (vxx, vyy, vxy) = on.iter().fold((0.0, 0.0, 0.0), |(a, b, c), (x, y)| {
+            let (dx, dy) = (x - cx, y - cy);
+            (a + dx * dx, b + dy * dy, c + dx * dy)
+        });
+        let theta = 0.5 * (2.0 * vxy).atan2(vxx - vyy);
+        assert!((mid.point_mm[0] - cx).abs() < 1e-9 && (mid.point_mm[1] - cy).abs() < 1e-9);
+        let along_dot_right = theta.cos() * mid.right[0] + theta.sin() * mid.right[1];
+        assert!(along_dot_right.abs() < 1e-9, "{mid:?} against axis {theta}");
         let list = haematomas(&mask, &s, Some(&mid)).unwrap();
         assert_eq!(list.len(), 3, "{list:?}");
         let side_of = |cx: f64| {
