@@ -7,9 +7,14 @@
 //! about a quarter of the machine's peak on `k` ≤ 64 (measured per stage in `model/cpu.rs`);
 //! here there is nothing to pack: each block of rows keeps its outputs in registers across the
 //! whole `k` loop, reads `a` in place (any row stride) and streams the weight rows, and the bias
-//! and ReLU are applied before the outputs leave registers. pulp picks the widest vectors and
-//! fused multiply-add the CPU has at run time (AVX-512, AVX2 + FMA, or simd128 in the page's
-//! wasm); shapes it cannot tile (`n` not a multiple of the vector width) go to gemm.
+//! and ReLU are applied before the outputs leave registers. pulp picks the widest vectors the CPU
+//! has at run time, with fused multiply-add where there is one (AVX-512, AVX2 + FMA; simd128 in
+//! the page's wasm multiplies and adds). Rows of fewer than four vectors of outputs, or widths
+//! the vectors do not divide, go to gemm (Design in the README has the measurements).
+//!
+//! The operand lengths are checked against the shape before anything runs (an internal
+//! invariant of `model/cpu.rs`: a violation is a bug, and gemm's unchecked pointers must never
+//! see one).
 
 use gemm::{Parallelism, gemm};
 use pulp::{Simd, WithSimd};
