@@ -613,6 +613,7 @@ fn splat_tables(
 /// Neighbouring voxels share most corners, and a corner's index k is its remainder class, so a
 /// shared corner has the same k in both: the last key and index per k are remembered and only
 /// corners that changed are hashed.
+#[cfg(not(target_arch = "wasm32"))]
 fn first_appearances(keys: &[i32], d: usize, budget: Budget) -> Result<(Vec<i32>, Vec<u32>)> {
     let d1 = d + 1;
     let mut table = KeyTable::new(d, budget)?;
