@@ -249,7 +249,7 @@ impl CpuNet {
         for g in self.groups.iter().filter(|g| g.factor > 1) {
             let first = &taps[g.blocks.start];
             let mut p = try_filled(first.h * first.w * hid, 0f32, "a hypercolumn projection")?;
-            project(taps, g, 0..first.h, &mut p, hid, true);
+            project(taps, g, 0..first.h, &mut p, hid, true)?;
             let ys: Vec<_> = (0..h)
                 .map(|y| bilinear::tap(y, g.factor, first.h))
                 .collect();
@@ -271,7 +271,7 @@ impl CpuNet {
             // overwrites what the previous band left).
             let mut fresh = true;
             for g in self.groups.iter().filter(|g| g.factor == 1) {
-                project(taps, g, y0..y0 + rows, z, hid, fresh);
+                project(taps, g, y0..y0 + rows, z, hid, fresh)?;
                 fresh = false;
             }
             if fresh {
@@ -314,7 +314,7 @@ impl CpuNet {
                     l.cin,
                     false,
                     Some(&l.b),
-                );
+                )?;
                 std::mem::swap(&mut buf_a, &mut buf_b);
                 from_z = false;
                 cur_c = l.cout;
@@ -339,7 +339,7 @@ fn project(
     dst: &mut [f32],
     hid: usize,
     overwrite: bool,
-) {
+) -> Result<()> {
     let mut row0 = 0;
     for (i, t) in taps[g.blocks.clone()].iter().enumerate() {
         let m = rows.len() * t.w;
@@ -353,9 +353,10 @@ fn project(
             t.c,
             !(overwrite && i == 0),
             None,
-        );
+        )?;
         row0 += t.c;
     }
+    Ok(())
 }
 
 /// A 3×3 dilated convolution with zero padding (same size), bias and ReLU.
@@ -397,7 +398,7 @@ fn conv3(x: &Map, conv: &Conv3, scratch: &mut Vec<f32>) -> Result<Map> {
             }
         }
         let dst = &mut out[y0 * w * cout..(y0 + rows) * w * cout];
-        matmul(dst, col, &conv.w, m, cout, k, false, Some(&conv.b));
+        matmul(dst, col, &conv.w, m, cout, k, false, Some(&conv.b))?;
     }
     Ok(Map {
         h,
@@ -492,7 +493,7 @@ fn conv3_winograd(x: &Map, conv: &Conv3, u: &[f32], scratch: &mut Vec<f32>) -> R
                 t,
                 cout,
                 cin,
-            );
+            )?;
         }
         for (i, &(y, xo)) in chunk.iter().enumerate() {
             let blk = &m[i * 16 * cout..(i + 1) * 16 * cout];
@@ -631,7 +632,7 @@ fn matmul_strided(
     m: usize,
     n: usize,
     k: usize,
-) {
+) -> Result<()> {
     Product {
         dst,
         dst_rs,
@@ -644,7 +645,7 @@ fn matmul_strided(
         accumulate: false,
         bias_relu: None,
     }
-    .run();
+    .run()
 }
 
 /// `dst[m, n] (+)= a[m, k] · b[k, n]`, all row-major, on this thread; then `max(· + bias, 0)`
@@ -660,7 +661,7 @@ fn matmul(
     k: usize,
     accumulate: bool,
     bias_relu: Option<&[f32]>,
-) {
+) -> Result<()> {
     Product {
         dst,
         dst_rs: n,
@@ -673,7 +674,7 @@ fn matmul(
         accumulate,
         bias_relu,
     }
-    .run();
+    .run()
 }
 
 #[cfg(test)]

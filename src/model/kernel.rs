@@ -13,11 +13,13 @@
 //! the vectors do not divide, go to gemm (Design in the README has the measurements).
 //!
 //! The operand lengths are checked against the shape before anything runs (an internal
-//! invariant of `model/cpu.rs`: a violation is a bug, and gemm's unchecked pointers must never
-//! see one).
+//! invariant of `model/cpu.rs`, so a violation is a bug: it comes back as an error, and gemm's
+//! unchecked pointers never see it).
 
 use gemm::{Parallelism, gemm};
 use pulp::{Simd, WithSimd};
+
+use crate::error::{Error, Result};
 
 /// A product's operands: `dst` rows `dst_rs` apart, `a` rows `a_rs` apart (columns contiguous in
 /// both), `b` `[k, n]` row-major.
@@ -39,18 +41,26 @@ pub(crate) struct Product<'a> {
 impl Product<'_> {
     /// Runs the product on this thread.
     #[inline(always)]
-    pub fn run(self) {
-        if self.m == 0 || self.n == 0 {
-            return;
+    pub fn run(self) -> Result<()> {
+        let (m, n, k) = (self.m, self.n, self.k);
+        if m == 0 || n == 0 {
+            return Ok(());
         }
-        assert!(
-            self.dst.len() >= (self.m - 1) * self.dst_rs + self.n
-                && self.a.len() >= (self.m - 1) * self.a_rs + self.k
-                && self.b.len() >= self.k * self.n
-                && self.bias_relu.is_none_or(|b| b.len() >= self.n),
-            "a matrix product's operands are shorter than its shape"
-        );
+        if self.dst.len() < (m - 1) * self.dst_rs + n
+            || self.a.len() < (m - 1) * self.a_rs + k
+            || self.b.len() < k * n
+            || self.bias_relu.is_some_and(|b| b.len() < n)
+        {
+            return Err(Error::InvalidInput(format!(
+                "internal error: a {m}×{k} · {k}×{n} matrix product was given {} output, {} input \
+                 and {} weight values",
+                self.dst.len(),
+                self.a.len(),
+                self.b.len()
+            )));
+        }
         pulp::Arch::new().dispatch(self);
+        Ok(())
     }
 }
 
@@ -300,7 +310,7 @@ mod tests {
                     });
                     dst
                 };
-                let mut got = vec![("dispatched", run(&|p| p.run()))];
+                let mut got = vec![("dispatched", run(&|p| p.run().unwrap()))];
                 got.push(("scalar", run(&|p| pulp::Scalar::new().vectorize(p))));
                 #[cfg(target_arch = "x86_64")]
                 {
@@ -324,5 +334,28 @@ mod tests {
             }
         }
         assert!(checked >= 2 * shapes.len() * 4);
+    }
+
+    /// Operands shorter than the shape are an error naming the shape, never a read or write out
+    /// of bounds (gemm's pointers) or a panic.
+    #[test]
+    fn operands_shorter_than_the_shape_are_an_error() {
+        let (a, b) = (vec![0f32; 4 * 8], vec![0f32; 8 * 16]);
+        let mut dst = vec![0f32; 4 * 16 - 1];
+        let err = Product {
+            dst: &mut dst,
+            dst_rs: 16,
+            a: &a,
+            a_rs: 8,
+            b: &b,
+            m: 4,
+            n: 16,
+            k: 8,
+            accumulate: false,
+            bias_relu: None,
+        }
+        .run()
+        .unwrap_err();
+        assert!(err.to_string().contains("4×8 · 8×16"), "{err}");
     }
 }
