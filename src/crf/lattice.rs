@@ -19,7 +19,7 @@
 //! computed once in [`Lattice::new`] and reused by every mean-field iteration.
 
 use crate::error::{Error, Result, try_filled, try_vec};
-use crate::parallel::{for_each_chunk, for_each_item, threads};
+use crate::parallel::{for_each_chunk, for_each_item, map_ranges, threads};
 
 /// Largest feature dimension accepted. The per-point work is O(d²) on fixed-size stack arrays;
 /// a dense CRF uses 3 (position) and 4 (position + intensity).
@@ -525,10 +525,10 @@ const BLOCK: usize = 1 << 15;
 ///
 /// Locating a point (elevation, rounding, ranking, corner keys) needs nothing shared, so it runs
 /// block by block in parallel (natively). Hashing the corners was then most of the build
-/// (70 of 125 ms for the 0.85 M points of a 512×512×32 scan's CRF): natively each thread finds
-/// the distinct corners of its part of a block, and only those go into the shared table, part
-/// by part in point order, which keeps vertex numbering, and so the result, identical to a
-/// sequential build (on wasm the build is that sequential loop).
+/// (70 of 125 ms for the 0.85 M points of a 512×512×32 scan's CRF): each thread finds the
+/// distinct corners of its part of a block, and only those go into the shared table, part by
+/// part in point order, which keeps vertex numbering, and so the result, identical to a
+/// sequential build.
 fn splat_tables(
     n: usize,
     d: usize,
@@ -547,8 +547,6 @@ fn splat_tables(
     let block = BLOCK.min(n.max(1));
     let mut feats = try_filled(block * d, 0f32, "the CRF lattice features")?;
     let mut keys = try_filled(block * d1 * d, 0i32, "the CRF lattice keys")?;
-    #[cfg(target_arch = "wasm32")]
-    let (mut last_keys, mut ids) = ([[i32::MIN; MAX_DIM]; MAX_DIM + 1], [0u32; MAX_DIM + 1]);
     let mut start = 0;
     while start < n {
         let len = block.min(n - start);
@@ -570,37 +568,21 @@ fn splat_tables(
         let (feats_b, scale) = (&feats[..len * d], &scale[..]);
         let w_block = &mut weights[start * d1..(start + len) * d1];
         locate_block(feats_b, d, scale, &mut keys[..len * d1 * d], w_block);
-        let block_keys = &keys[..len * d1 * d];
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            // Each thread numbers its part's distinct corners in order of first appearance;
-            // adding those lists to the table part by part then numbers every vertex where the
-            // sequential loop below would: at its first appearance in point order.
-            use rayon::prelude::*;
-            let per = len.div_ceil(threads().max(1)).max(1) * d1 * d;
-            let parts: Vec<Result<(Vec<i32>, Vec<u32>)>> = block_keys
-                .par_chunks(per)
-                .map(|part| first_appearances(part, d, table.budget))
-                .collect();
-            for part in parts {
-                let (distinct, local) = part?;
-                let mut global = try_vec::<u32>(distinct.len() / d, "the CRF lattice vertices")?;
-                for key in distinct.chunks_exact(d) {
-                    global.push(table.insert(key)?);
-                }
-                corners.extend(local.iter().map(|&l| global[l as usize]));
+        // Each part of the block (one per thread natively, the whole block on wasm) numbers
+        // its distinct corners in order of first appearance; adding those lists to the table
+        // part by part then numbers every vertex at its first appearance in point order, as a
+        // sequential build would.
+        let (block_keys, budget, row) = (&keys[..len * d1 * d], table.budget, d1 * d);
+        let parts = map_ranges(len, threads(), |r| {
+            first_appearances(&block_keys[r.start * row..r.end * row], d, budget)
+        });
+        for part in parts {
+            let (distinct, local) = part?;
+            let mut global = try_vec::<u32>(distinct.len() / d, "the CRF lattice vertices")?;
+            for key in distinct.chunks_exact(d) {
+                global.push(table.insert(key)?);
             }
-        }
-        #[cfg(target_arch = "wasm32")]
-        for kp in block_keys.chunks_exact(d1 * d) {
-            for k in 0..d1 {
-                let key = &kp[k * d..(k + 1) * d];
-                if !same_key(key, &last_keys[k][..d]) {
-                    ids[k] = table.insert(key)?;
-                    last_keys[k][..d].copy_from_slice(key);
-                }
-            }
-            corners.extend_from_slice(&ids[..d1]);
+            corners.extend(local.iter().map(|&l| global[l as usize]));
         }
         start += len;
     }
@@ -613,7 +595,6 @@ fn splat_tables(
 /// Neighbouring voxels share most corners, and a corner's index k is its remainder class, so a
 /// shared corner has the same k in both: the last key and index per k are remembered and only
 /// corners that changed are hashed.
-#[cfg(not(target_arch = "wasm32"))]
 fn first_appearances(keys: &[i32], d: usize, budget: Budget) -> Result<(Vec<i32>, Vec<u32>)> {
     let d1 = d + 1;
     let mut table = KeyTable::new(d, budget)?;

@@ -42,17 +42,14 @@ pub(crate) struct Conv3 {
     w: Vec<f32>,
     b: Vec<f32>,
     /// Winograd weights `G g Gᵀ`: 16 matrices `[cin, cout]`, element `e = 4·row + col` of the
-    /// 4×4 transformed kernel; `None` below [`WINOGRAD_MIN_CIN`] input channels or for widths
-    /// that are not a multiple of [`LANES`].
+    /// 4×4 transformed kernel; `None` below [`WINOGRAD_MIN_CIN`] input channels.
     wino: Option<Vec<f32>>,
 }
 
 impl Conv3 {
     /// `w` is `[9·cin, cout]` (row `(ky·3 + kx)·cin + ci`), `b` is `[cout]`.
     pub fn new(cin: usize, cout: usize, dilation: usize, w: Vec<f32>, b: Vec<f32>) -> Self {
-        let wino =
-            (cin >= WINOGRAD_MIN_CIN && cin.is_multiple_of(LANES) && cout.is_multiple_of(LANES))
-                .then(|| winograd_weights(&w, cin, cout));
+        let wino = (cin >= WINOGRAD_MIN_CIN).then(|| winograd_weights(&w, cin, cout));
         Self {
             cin,
             cout,
@@ -543,8 +540,8 @@ fn conv3_winograd(x: &Map, conv: &Conv3, u: &[f32], scratch: &mut Vec<f32>) -> R
     })
 }
 
-/// Channels handled together by the Winograd transforms: a fixed width LLVM turns into vector
-/// instructions on every target (AVX natively, simd128 in wasm).
+/// Partial sums of [`dot`]: a fixed width LLVM turns into vector instructions on every target
+/// (AVX natively, simd128 in wasm).
 const LANES: usize = 8;
 
 /// `o = a + q·b`, element-wise.
@@ -680,16 +677,7 @@ fn matmul(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(7);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::model::kernel::tests::values;
 
     /// Winograd tiles cover every output exactly once whatever the map's size against the tile
     /// pattern (`2d` rows and columns a block): maps smaller than one tile, sizes that are not a
@@ -699,7 +687,7 @@ mod tests {
     fn winograd_equals_the_direct_convolution_on_every_size_and_dilation() {
         let mut scratch = Vec::new();
         let mut compared = 0;
-        for (cin, cout) in [(16, 8), (16, 16), (32, 64), (8, 24)] {
+        for (cin, cout) in [(16, 8), (16, 16), (32, 64), (8, 24), (12, 20), (9, 13)] {
             for d in 1..=5 {
                 for (h, w) in [(1, 1), (2, 3), (5, 7), (10, 12), (9, 17), (16, 16), (21, 8)] {
                     let seed = (cin * 131 + cout * 17 + d * 7 + h * 3 + w) as u32;
@@ -731,19 +719,20 @@ mod tests {
                 }
             }
         }
-        assert_eq!(compared, 4 * 5 * 7);
+        assert_eq!(compared, 6 * 5 * 7);
     }
 
-    /// Below eight input channels (the first convolution's three planes) or at widths that are
-    /// not a multiple of the transform's lanes, convolutions stay direct.
+    /// Below eight input channels (the first convolution's three planes) convolutions stay
+    /// direct; from eight on they run as Winograd whatever their widths.
     #[test]
-    fn thin_or_odd_convolutions_stay_direct() {
+    fn thin_convolutions_stay_direct_and_odd_widths_do_not() {
         let conv = |cin: usize, cout: usize| {
             Conv3::new(cin, cout, 1, vec![0.0; 9 * cin * cout], vec![0.0; cout])
         };
         assert!(conv(3, 16).wino.is_none());
-        assert!(conv(12, 16).wino.is_none());
-        assert!(conv(16, 12).wino.is_none());
+        assert!(conv(7, 16).wino.is_none());
+        assert!(conv(12, 16).wino.is_some());
+        assert!(conv(16, 12).wino.is_some());
         assert!(conv(16, 16).wino.is_some());
     }
 }
