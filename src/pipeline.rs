@@ -27,6 +27,7 @@ use crate::io::Scan;
 use crate::metrics::{self, Abc2, Haematoma, Measures, Midline};
 use crate::model::input::{BOX_MARGIN_MM, Layout, SliceGrid, context_z, input_into};
 use crate::model::{IchNet, IchNetConfig};
+use crate::parallel::for_each_chunk;
 use crate::preprocess::{bounding_box, brain_mask, brain_volume_warning};
 use crate::volume::Stack;
 
@@ -370,24 +371,38 @@ impl Prepared {
     /// stack bilinearly, 0 outside the brain and on slices without brain.
     fn grid_to_stack(&self, planes: &[f32]) -> Result<Array3<f32>> {
         let (nz, ny, nx) = self.scan.stack.dims();
-        let buf = try_filled(nz * ny * nx, 0.0f32, "the probability volume")?;
-        let mut out = Array3::from_shape_vec((nz, ny, nx), buf)
-            .map_err(|e| Error::InvalidInput(format!("probability volume: {e}")))?;
+        let mut buf = try_filled(nz * ny * nx, 0.0f32, "the probability volume")?;
         if let Some(g) = self.grid {
             let plane = g.len();
-            for (i, z) in self.z.clone().enumerate() {
-                let p = g.to_stack(&planes[i * plane..(i + 1) * plane], ny, nx)?;
-                let mut dst = out.index_axis_mut(Axis(0), z);
-                dst.assign(&p);
-                let brain = self.brain.index_axis(Axis(0), z);
-                dst.zip_mut_with(&brain, |v, &b| {
-                    if b == 0 {
-                        *v = 0.0;
-                    }
-                });
+            if planes.len() != self.z.len() * plane {
+                return Err(Error::InvalidInput(format!(
+                    "internal error: {} probabilities for {} slices of {}×{}",
+                    planes.len(),
+                    self.z.len(),
+                    g.h,
+                    g.w
+                )));
             }
+            let views = planes
+                .chunks_exact(plane.max(1))
+                .map(|p| g.plane_view(p))
+                .collect::<Result<Vec<_>>>()?;
+            // 8 M voxels for a 512² scan: its slices side by side.
+            let (z, brain) = (self.z.clone(), &self.brain);
+            for_each_chunk(&mut buf, ny * nx, |start, dst| {
+                let k = start / (ny * nx).max(1);
+                if let Some(view) = k.checked_sub(z.start).and_then(|i| views.get(i)) {
+                    g.fill_stack_plane(view.view(), dst, nx);
+                    for (v, &b) in dst.iter_mut().zip(brain.index_axis(Axis(0), k)) {
+                        if b == 0 {
+                            *v = 0.0;
+                        }
+                    }
+                }
+            });
         }
-        Ok(out)
+        Array3::from_shape_vec((nz, ny, nx), buf)
+            .map_err(|e| Error::InvalidInput(format!("probability volume: {e}")))
     }
 
     /// Refine the network's probabilities with the 3D dense CRF inside the brain (replacing any
@@ -439,21 +454,20 @@ impl Prepared {
         let mut hu = try_filled(slices * plane, 0f32, "the CRF's CT on the network grid")?;
         let mut brain = try_filled(slices * plane, 0u8, "the CRF's brain on the network grid")?;
         let mut prob = try_filled(slices * plane, 0f32, "the CRF's probabilities")?;
-        for (i, z) in self.z.clone().enumerate() {
-            let r = i * plane..(i + 1) * plane;
-            g.resample(
-                self.scan.stack.hu.index_axis(Axis(0), z),
-                &mut hu[r.clone()],
-            );
-            g.resample_labels(self.brain.index_axis(Axis(0), z), &mut brain[r.clone()]);
-            for ((p, &n), &b) in prob[r.clone()]
-                .iter_mut()
-                .zip(&self.net_probs[r.clone()])
-                .zip(&brain[r])
-            {
+        // Slices side by side (natively): each is independent of the others.
+        let (z0, stack_hu) = (self.z.start, &self.scan.stack.hu);
+        for_each_chunk(&mut hu, plane, |start, out| {
+            g.resample(stack_hu.index_axis(Axis(0), z0 + start / plane), out);
+        });
+        for_each_chunk(&mut brain, plane, |start, out| {
+            g.resample_labels(self.brain.index_axis(Axis(0), z0 + start / plane), out);
+        });
+        let (net, inside) = (&self.net_probs, &brain);
+        for_each_chunk(&mut prob, plane, |start, out| {
+            for ((p, &n), &b) in out.iter_mut().zip(&net[start..]).zip(&inside[start..]) {
                 *p = if b != 0 { n } else { 0.0 };
             }
-        }
+        });
         let shape_err =
             |e: ndarray::ShapeError| Error::InvalidInput(format!("network grid volume: {e}"));
         let [dz, dy, dx] = self.scan.stack.spacing;

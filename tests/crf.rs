@@ -263,6 +263,63 @@ fn mean_field_with_three_labels_agrees_with_exact_filtering() {
     assert!(max < 0.03, "{max}"); // measured 0.0195
 }
 
+/// Two labels take their own fused update; the general update run on the same two labels plus a
+/// third that no voxel can take (its energy 1e30 makes its marginal exactly 0, so its messages
+/// are 0 and the other two labels' Potts sums are the two-label ones) must give the same marginals.
+#[test]
+fn the_two_label_update_equals_the_general_one() {
+    let mut r = Rng(17);
+    let (nz, ny, nx) = (4usize, 12usize, 11usize);
+    let n = nz * ny * nx;
+    let mut pos = Vec::new();
+    let mut app = Vec::new();
+    let mut prob = Vec::new();
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let mm = [z as f32 * 2.5, y as f32, x as f32];
+                let inside = (mm[1] - 6.0).powi(2) + (mm[2] - 5.0).powi(2) < 12.0;
+                pos.extend(mm.map(|v| v / 2.0));
+                app.extend(mm.map(|v| v / 6.0));
+                app.push(if inside { 6.5 } else { 3.0 } + 0.4 * r.next());
+                prob.push(
+                    (if inside { 0.65 } else { 0.35 } + 0.6 * (r.next() - 0.5)).clamp(0.0, 1.0),
+                );
+            }
+        }
+    }
+    let smooth = Lattice::new(&pos, 3, 1 << 26).unwrap();
+    let appearance = Lattice::new(&app, 4, 1 << 26).unwrap();
+    let kernels = [
+        Kernel {
+            filter: &smooth,
+            weight: 1.5,
+        },
+        Kernel {
+            filter: &appearance,
+            weight: 2.5,
+        },
+    ];
+    let u2 = unary(&prob);
+    let two = mean_field(&u2, 2, &kernels, 5, &mut |_, _| true).unwrap();
+    let mut u3 = u2.clone();
+    u3.extend(std::iter::repeat_n(1e30f32, n));
+    let three = mean_field(&u3, 3, &kernels, 5, &mut |_, _| true).unwrap();
+    let max = (0..2 * n)
+        .map(|i| (two[i] - three[i]).abs())
+        .fold(0f32, f32::max);
+    let moved = (0..n)
+        .map(|i| (two[n + i] - prob[i]).abs())
+        .fold(0f32, f32::max);
+    println!(
+        "two labels vs the general update: max difference {max:e}; largest change by the CRF {moved:.3}"
+    );
+    // The CRF must move the marginals, or agreement would say nothing.
+    assert!(moved > 0.1, "{moved}");
+    assert!(three[2 * n..].iter().all(|&q| q == 0.0));
+    assert!(max < 1e-5, "{max}");
+}
+
 /// A cube of `dims` at 1 mm with HU 30 and probability `p` everywhere.
 fn uniform_case(
     dims: (usize, usize, usize),

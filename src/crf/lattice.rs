@@ -345,12 +345,13 @@ impl Lattice {
     }
 
     /// Like [`Lattice::new`], with point `i`'s features written by `feature(i, out)` (called once
-    /// per point, in order) so a volume's features never need a buffer of their own.
+    /// per point, from any thread and in no set order) so a volume's features never need a buffer of
+    /// their own.
     pub fn from_fn(
         n: usize,
         d: usize,
         max_bytes: usize,
-        feature: impl FnMut(usize, &mut [f32]),
+        feature: impl Fn(usize, &mut [f32]) + Sync,
     ) -> Result<Lattice> {
         if d == 0 || d > MAX_DIM {
             return Err(Error::InvalidInput(format!(
@@ -517,6 +518,9 @@ impl super::Filter for Lattice {
     }
 }
 
+/// Points per parallel work item when locating points and writing their features.
+const POINTS: usize = 2048;
+
 /// Points located per block of [`splat_tables`]: the block's corner keys (≤ 8·9 i32 per point)
 /// stay a few MB.
 const BLOCK: usize = 1 << 15;
@@ -532,7 +536,7 @@ const BLOCK: usize = 1 << 15;
 fn splat_tables(
     n: usize,
     d: usize,
-    mut feature: impl FnMut(usize, &mut [f32]),
+    feature: impl Fn(usize, &mut [f32]) + Sync,
     table: &mut KeyTable,
 ) -> Result<(Vec<u32>, Vec<f32>)> {
     let d1 = d + 1;
@@ -550,19 +554,23 @@ fn splat_tables(
     let mut start = 0;
     while start < n {
         let len = block.min(n - start);
-        for (j, f) in feats.chunks_exact_mut(d).take(len).enumerate() {
-            let i = start + j;
-            feature(i, f);
-            if let Some(k) = f
-                .iter()
-                .position(|v| !(v.is_finite() && v.abs() <= MAX_FEATURE))
-            {
-                return Err(Error::InvalidInput(format!(
-                    "feature {k} of point {i} is {} kernel widths: lattice features must be \
-                     finite and within ±{MAX_FEATURE} (is a kernel width or voxel size absurd?)",
-                    f[k]
-                )));
+        // Features written side by side (natively), then checked in point order so that the
+        // error names the first bad point.
+        for_each_chunk(&mut feats[..len * d], POINTS * d, |at, chunk| {
+            for (j, f) in chunk.chunks_exact_mut(d).enumerate() {
+                feature(start + at / d + j, f);
             }
+        });
+        if let Some(bad) = feats[..len * d]
+            .iter()
+            .position(|v| !(v.is_finite() && v.abs() <= MAX_FEATURE))
+        {
+            let (i, k) = (start + bad / d, bad % d);
+            return Err(Error::InvalidInput(format!(
+                "feature {k} of point {i} is {} kernel widths: lattice features must be \
+                 finite and within ±{MAX_FEATURE} (is a kernel width or voxel size absurd?)",
+                feats[bad]
+            )));
         }
         // Rows of d1·d keys and d1 weights per point; chunks of whole points.
         let (feats_b, scale) = (&feats[..len * d], &scale[..]);
@@ -636,7 +644,6 @@ fn locate_block(feats: &[f32], d: usize, scale: &[f32], keys: &mut [i32], weight
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
-        const POINTS: usize = 2048;
         keys.par_chunks_mut(POINTS * d1 * d)
             .zip(weights.par_chunks_mut(POINTS * d1))
             .zip(feats.par_chunks(POINTS * d))

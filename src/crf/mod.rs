@@ -23,7 +23,8 @@ pub mod lattice;
 pub mod meanfield;
 pub mod synthetic;
 
-use crate::error::{Error, Result, try_vec};
+use crate::error::{Error, Result, try_filled, try_vec};
+use crate::parallel::for_each_chunk;
 use crate::volume::Stack;
 use ndarray::{Array3, ArrayView3, s};
 
@@ -407,8 +408,9 @@ fn refine_box(
 ) -> Result<Array3<f32>> {
     let dims = prob.dim();
     let n = dims.0 * dims.1 * dims.2;
-    // Per-voxel f32 arrays alive during mean-field: unary (2), marginals (2), messages (2),
-    // filtered output (1), the density feature while a lattice is built (1), the result (1).
+    // Per-voxel f32 arrays alive at once: unary (2), marginals (2), one filtered copy per kernel
+    // (2), the density feature while a lattice is built (1; the probabilities' copy before it),
+    // the result (1); one to spare.
     let per_voxel_fixed = n.saturating_mul(9 * 4);
     let budget = cfg.max_memory_bytes.checked_sub(per_voxel_fixed).ok_or_else(|| {
         Error::TooLarge(format!(
@@ -422,10 +424,21 @@ fn refine_box(
         ))
     })?;
 
-    let mut unary = try_vec::<f32>(2 * n, "the CRF unary energies")?;
+    // Two logarithms per voxel: split across threads, from a contiguous copy of the box.
+    let mut p = try_vec::<f32>(n, "the CRF unary energies")?;
+    p.extend(prob.iter());
+    let mut unary = try_filled(2 * n, 0f32, "the CRF unary energies")?;
     let eps = cfg.prob_eps;
-    unary.extend(prob.iter().map(|&p| -(1.0 - p).clamp(eps, 1.0 - eps).ln()));
-    unary.extend(prob.iter().map(|&p| -p.clamp(eps, 1.0 - eps).ln()));
+    let (u0, u1) = unary.split_at_mut(n);
+    for (plane, background) in [(u0, true), (u1, false)] {
+        for_each_chunk(plane, 1 << 15, |start, chunk| {
+            for (u, &v) in chunk.iter_mut().zip(&p[start..]) {
+                let label = if background { 1.0 - v } else { v };
+                *u = -label.clamp(eps, 1.0 - eps).ln();
+            }
+        });
+    }
+    drop(p);
 
     let (ny, nx) = (dims.1, dims.2);
     let zyx = move |i: usize| [i / (ny * nx), i / nx % ny, i % nx].map(|v| v as f32);

@@ -275,20 +275,34 @@ impl SliceGrid {
     /// Map a plane of grid values (probabilities) back onto a stack slice of `ny × nx` voxels,
     /// bilinearly; voxels outside the grid get 0.
     pub fn to_stack(&self, plane: &[f32], ny: usize, nx: usize) -> Result<Array2<f32>> {
-        let buf = try_filled(ny * nx, 0.0f32, "a probability slice")?;
-        let mut out = Array2::from_shape_vec((ny, nx), buf)
-            .map_err(|e| Error::InvalidInput(format!("probability slice {ny}×{nx}: {e}")))?;
-        let view = ArrayView2::from_shape((self.h, self.w), plane).map_err(|e| {
+        let mut buf = try_filled(ny * nx, 0.0f32, "a probability slice")?;
+        let view = self.plane_view(plane)?;
+        self.fill_stack_plane(view, &mut buf, nx);
+        Array2::from_shape_vec((ny, nx), buf)
+            .map_err(|e| Error::InvalidInput(format!("probability slice {ny}×{nx}: {e}")))
+    }
+
+    /// `plane` as the grid's `h × w` plane, or an error naming both sizes.
+    pub fn plane_view<'a>(&self, plane: &'a [f32]) -> Result<ArrayView2<'a, f32>> {
+        ArrayView2::from_shape((self.h, self.w), plane).map_err(|e| {
             Error::InvalidInput(format!(
                 "probability plane has {} values, the grid {}×{}: {e}",
                 plane.len(),
                 self.h,
                 self.w
             ))
-        })?;
-        if self.is_empty() {
-            return Ok(out);
+        })
+    }
+
+    /// [`SliceGrid::to_stack`] into `out`, a stack slice of rows of `nx` voxels (row-major),
+    /// which it overwrites (0 outside the grid): the pipeline fills a whole volume's slices
+    /// side by side without a buffer per slice.
+    pub fn fill_stack_plane(&self, view: ArrayView2<'_, f32>, out: &mut [f32], nx: usize) {
+        out.fill(0.0);
+        if self.is_empty() || nx == 0 {
+            return;
         }
+        let ny = out.len() / nx;
         // Bilinear is separable: each column's (and each row's) two neighbours and weight are
         // worked out once, not per voxel — a 512² scan has 8 M voxels to fill. The arithmetic
         // per voxel is `sample`'s, so the values are the same.
@@ -307,12 +321,14 @@ impl SliceGrid {
                     .collect()
             };
         let cols = taps(nx, self.x0, self.sx, self.w);
-        for (y, row) in taps(ny, self.y0, self.sy, self.h).into_iter().enumerate() {
+        for (row, dst) in taps(ny, self.y0, self.sy, self.h)
+            .into_iter()
+            .zip(out.chunks_exact_mut(nx))
+        {
             let Some((y0, y1, fy)) = row else {
                 continue;
             };
             let (r0, r1) = (view.row(y0), view.row(y1));
-            let mut dst = out.row_mut(y);
             for (o, col) in dst.iter_mut().zip(&cols) {
                 let Some((x0, x1, fx)) = *col else {
                     continue;
@@ -322,7 +338,6 @@ impl SliceGrid {
                 *o = top * (1.0 - fy) + bot * fy;
             }
         }
-        Ok(out)
     }
 }
 
