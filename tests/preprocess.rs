@@ -185,6 +185,43 @@ fn bounding_box_is_tight_and_padding_is_in_millimetres() {
     assert_eq!(bounding_box(&Array3::<u8>::zeros((2, 2, 2))), None);
 }
 
+/// The row-by-row box against the obvious scan of every voxel, on sparse random masks in
+/// standard and transposed memory order.
+#[test]
+fn bounding_box_equals_the_voxel_by_voxel_box() {
+    let obvious = |m: &Array3<u8>| {
+        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+        for ((z, y, x), &v) in m.indexed_iter() {
+            if v != 0 {
+                for (a, i) in [z, y, x].into_iter().enumerate() {
+                    lo[a] = lo[a].min(i);
+                    hi[a] = hi[a].max(i + 1);
+                }
+            }
+        }
+        (lo[0] != usize::MAX).then_some((lo, hi))
+    };
+    let mut state = 12345u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    for case in 0..40 {
+        let dims = (1 + next() % 6, 1 + next() % 9, 1 + next() % 11);
+        let mut m = Array3::<u8>::zeros(dims);
+        for _ in 0..case % 5 {
+            m[[next() % dims.0, next() % dims.1, next() % dims.2]] = 1 + (next() % 200) as u8;
+        }
+        let t = m.clone().reversed_axes();
+        for mask in [&m, &t] {
+            let got = bounding_box(mask).map(|b| (b.start, b.end));
+            assert_eq!(got, obvious(mask), "case {case}, dims {:?}", mask.dim());
+        }
+    }
+}
+
 /// A synthetic head: brain ball (30 HU, with a CSF ventricle and a calcification) inside a bone
 /// shell, scalp outside, a neck block below joined to the brain through a narrow foramen.
 fn synthetic_head(dims: (usize, usize, usize), spacing: [f32; 3]) -> (Stack, Array3<u8>) {

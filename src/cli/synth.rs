@@ -222,13 +222,13 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     }
     let mut rows = rows.into_inner().unwrap_or_default();
     rows.sort();
-    let mut tsv = String::from(synth::TSV_HEADER);
-    tsv.push('\n');
-    for (_, r) in &rows {
-        tsv.push_str(r);
-        tsv.push('\n');
-    }
     let tsv_path = args.out.join("cases.tsv");
+    let existing = match fs::read_to_string(&tsv_path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(&tsv_path, e)),
+    };
+    let (tsv, listed) = merged_tsv(existing.as_deref(), &rows, &tsv_path)?;
     fs::write(&tsv_path, tsv).map_err(|e| Error::io(&tsv_path, e))?;
     if let Some(path) = &args.montage {
         let mut t = thumbs.into_inner().unwrap_or_default();
@@ -245,7 +245,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         .filter(|(_, r)| r.split('\t').nth(2).is_none_or(|k| k != "none"))
         .count();
     println!(
-        "wrote {} cases ({} with blood) to {} in {:.1} s ({:.1} cases/min, {} threads, anatomies: {})",
+        "wrote {} cases ({} with blood) to {} ({listed} listed in its cases.tsv) in {:.1} s ({:.1} cases/min, {} threads, anatomies: {})",
         rows.len(),
         with_blood,
         args.out.display(),
@@ -269,6 +269,52 @@ fn write_case(case: &Case, images: &Path, masks: &Path) -> Result<()> {
     fs::write(&m, case.mask_nifti_gz()?).map_err(|e| Error::io(&m, e))
 }
 
+/// `cases.tsv` for a folder that may already hold cases: this run's rows, plus the rows of the
+/// existing file (`existing`) for cases this run did not write, in case order; and how many
+/// cases it lists. A test split is built by several runs into one folder (one per lesion kind),
+/// and a file rewritten with only the last run's rows would lose the other cases' kinds, which
+/// the per-kind evaluation reads from it. An existing file with other columns (an older
+/// version's) is refused rather than mixed.
+fn merged_tsv(
+    existing: Option<&str>,
+    rows: &[(u64, String)],
+    path: &Path,
+) -> Result<(String, usize)> {
+    let name = |row: &str| row.split('\t').next().unwrap_or("").to_string();
+    let order = |n: &str| {
+        let index = n.rsplit('_').next().and_then(|i| i.parse::<u64>().ok());
+        (index.unwrap_or(u64::MAX), n.to_string())
+    };
+    let mut all: Vec<(String, String)> = rows.iter().map(|(_, r)| (name(r), r.clone())).collect();
+    if let Some(text) = existing {
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or("");
+        if header != synth::TSV_HEADER {
+            return Err(Error::InvalidInput(format!(
+                "{} has other columns than this version writes ({:?}): write the cases to a new \
+                 folder, or move that file away",
+                path.display(),
+                header.split('\t').collect::<Vec<_>>()
+            )));
+        }
+        let new: std::collections::HashSet<String> = all.iter().map(|(n, _)| n.clone()).collect();
+        all.extend(
+            lines
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| (name(l), l.to_string()))
+                .filter(|(n, _)| !new.contains(n)),
+        );
+    }
+    all.sort_by_key(|(n, _)| order(n));
+    let mut tsv = String::from(synth::TSV_HEADER);
+    tsv.push('\n');
+    for (_, r) in &all {
+        tsv.push_str(r);
+        tsv.push('\n');
+    }
+    Ok((tsv, all.len()))
+}
+
 /// Stack the rows (palette indices, `width` wide) into one indexed PNG.
 fn write_montage(path: &Path, rows: &[Vec<u8>], width: usize) -> Result<()> {
     let data: Vec<u8> = rows.concat();
@@ -285,4 +331,66 @@ fn write_montage(path: &Path, rows: &[Vec<u8>], width: usize) -> Result<()> {
     let mut w = enc.write_header().map_err(png_err)?;
     w.write_image_data(&data).map_err(png_err)?;
     w.finish().map_err(png_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, kind: &str) -> String {
+        format!("{name}\tanat\t{kind}\t1.000\t5.000\t0.500\t10x10x10\ti16\t0.0\tRAS\t5.0\t")
+    }
+
+    #[test]
+    fn a_second_run_into_the_same_folder_keeps_the_first_run_s_cases() {
+        let path = Path::new("out/cases.tsv");
+        let first = [
+            (200_000, row("synth_200000", "iph")),
+            (200_001, row("synth_200001", "iph")),
+        ];
+        let (tsv, n) = merged_tsv(None, &first, path).unwrap();
+        assert_eq!(n, 2);
+        // The second run rewrites case 200001 (another kind now) and adds 99 and 200100.
+        let second = [
+            (99, row("synth_99", "sah")),
+            (200_001, row("synth_200001", "ivh")),
+            (200_100, row("synth_200100", "sdh")),
+        ];
+        let (tsv, n) = merged_tsv(Some(&tsv), &second, path).unwrap();
+        assert_eq!(n, 4);
+        let lines: Vec<&str> = tsv.lines().collect();
+        assert_eq!(lines[0], synth::TSV_HEADER);
+        let kinds: Vec<(&str, &str)> = lines[1..]
+            .iter()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[0], f[2])
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("synth_99", "sah"),
+                ("synth_200000", "iph"),
+                ("synth_200001", "ivh"),
+                ("synth_200100", "sdh")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cases_file_with_other_columns_is_refused() {
+        let old = "name\tanatomy\tblood_ml\nsynth_0\ta\t1.0\n";
+        let err = merged_tsv(
+            Some(old),
+            &[(1, row("synth_1", "iph"))],
+            Path::new("x/cases.tsv"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("x/cases.tsv") && err.contains("new folder"),
+            "{err}"
+        );
+    }
 }

@@ -22,6 +22,7 @@ use super::edt::squared_distance_to;
 use super::grid::AxisCells;
 use super::label::{fill_holes_per_slice, keep_largest_component};
 use crate::error::try_filled;
+use crate::parallel::{for_each_chunk, for_each_item};
 use crate::{Error, Result, Stack};
 
 /// Tunables of [`brain_mask_with`]; [`Default`] is what [`brain_mask`] uses.
@@ -85,8 +86,18 @@ pub fn brain_mask_with(stack: &Stack, cfg: &BrainConfig) -> Result<Array3<u8>> {
     let n = dims.0 * dims.1 * dims.2;
 
     let mut tissue = try_filled(n, 0u8, "the soft-tissue mask")?;
-    for (t, &hu) in tissue.iter_mut().zip(stack.hu.iter()) {
-        *t = u8::from(hu >= cfg.lo_hu && hu <= cfg.hi_hu);
+    let soft = |hu: f32| u8::from(hu >= cfg.lo_hu && hu <= cfg.hi_hu);
+    match stack.hu.as_slice() {
+        Some(hu) => for_each_chunk(&mut tissue, 1 << 16, |start, chunk| {
+            for (t, &v) in chunk.iter_mut().zip(&hu[start..]) {
+                *t = soft(v);
+            }
+        }),
+        None => {
+            for (t, &v) in tissue.iter_mut().zip(stack.hu.iter()) {
+                *t = soft(v);
+            }
+        }
     }
 
     let cells = [
@@ -96,27 +107,44 @@ pub fn brain_mask_with(stack: &Stack, cfg: &BrainConfig) -> Result<Array3<u8>> {
     ];
     let core = coarse_brain_core(&tissue, dims, &cells, cfg)?;
 
-    // Full resolution: soft tissue inside the coarse core's neighbourhood, and its box.
+    // Full resolution: soft tissue inside the coarse core's neighbourhood, and its box (slices
+    // side by side natively, each with its own y and x extent).
     let (cy, cx) = (cells[1].count, cells[2].count);
-    let mut lo = [usize::MAX; 3];
-    let mut hi = [0usize; 3];
-    let mut i = 0;
-    for z in 0..dims.0 {
+    let plane = dims.1 * dims.2;
+    let mut slices: Vec<(&mut [u8], Option<[usize; 4]>)> = tissue
+        .chunks_exact_mut(plane.max(1))
+        .map(|s| (s, None))
+        .collect();
+    for_each_item(&mut slices, |z, (slice, extent)| {
         let rz = cells[0].cell[z] * cy;
-        for y in 0..dims.1 {
+        let mut e = [usize::MAX, 0, usize::MAX, 0];
+        for (y, row) in slice.chunks_exact_mut(dims.2).enumerate() {
             let ry = (rz + cells[1].cell[y]) * cx;
-            for x in 0..dims.2 {
-                tissue[i] &= core[ry + cells[2].cell[x]];
-                if tissue[i] != 0 {
-                    for (a, v) in [z, y, x].into_iter().enumerate() {
-                        lo[a] = lo[a].min(v);
-                        hi[a] = hi[a].max(v + 1);
-                    }
+            let mut any = false;
+            for (x, t) in row.iter_mut().enumerate() {
+                *t &= core[ry + cells[2].cell[x]];
+                if *t != 0 {
+                    any = true;
+                    e[2] = e[2].min(x);
+                    e[3] = e[3].max(x + 1);
                 }
-                i += 1;
+            }
+            if any {
+                e[0] = e[0].min(y);
+                e[1] = e[1].max(y + 1);
             }
         }
+        *extent = (e[0] != usize::MAX).then_some(e);
+    });
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    for (z, (_, e)) in slices.iter().enumerate() {
+        if let Some([y0, y1, x0, x1]) = *e {
+            lo = [lo[0].min(z), lo[1].min(y0), lo[2].min(x0)];
+            hi = [hi[0].max(z + 1), hi[1].max(y1), hi[2].max(x1)];
+        }
     }
+    drop(slices);
     if lo[0] != usize::MAX {
         finish_in_box(&mut tissue, dims, lo, hi)?;
     }
@@ -277,14 +305,21 @@ impl BoundingBox {
 }
 
 /// The tight box around the non-zero voxels of `mask`, or `None` when it has none.
+///
+/// Row by row: a row's first and last non-zero voxel give its x extent, and a row with any gives
+/// z and y. (An `indexed_iter` over every voxel took 25 ms of a 512×512×32 scan's `segment`.)
 pub fn bounding_box(mask: &Array3<u8>) -> Option<BoundingBox> {
     let mut start = [usize::MAX; 3];
     let mut end = [0usize; 3];
-    for ((z, y, x), &v) in mask.indexed_iter() {
-        if v != 0 {
-            for (a, i) in [z, y, x].into_iter().enumerate() {
-                start[a] = start[a].min(i);
-                end[a] = end[a].max(i + 1);
+    for (z, plane) in mask.outer_iter().enumerate() {
+        for (y, row) in plane.outer_iter().enumerate() {
+            let Some(x0) = row.iter().position(|&v| v != 0) else {
+                continue;
+            };
+            let x1 = row.iter().rposition(|&v| v != 0).unwrap_or(x0);
+            for (a, (lo, hi)) in [(z, z), (y, y), (x0, x1)].into_iter().enumerate() {
+                start[a] = start[a].min(lo);
+                end[a] = end[a].max(hi + 1);
             }
         }
     }

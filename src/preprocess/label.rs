@@ -6,6 +6,7 @@
 
 use crate::Result;
 use crate::error::try_vec;
+use crate::parallel::for_each_item;
 
 /// Face neighbours (6-connectivity) of voxel `i` in a C-ordered `(nz, ny, nx)` grid.
 fn for_each_face_neighbour(
@@ -155,28 +156,39 @@ pub fn filter_components(
 /// Per slice rather than in 3-D because a cavity closed in 3-D is closed in each of its slices,
 /// and slices also close cavities that touch the top or bottom of the scan (a cut-off vertex).
 pub(crate) fn fill_holes_per_slice(mask: &mut [u8], dims: (usize, usize, usize)) -> Result<()> {
-    let (nz, ny, nx) = dims;
+    let (_, ny, nx) = dims;
     let plane = ny * nx;
+    if plane == 0 {
+        return Ok(());
+    }
+    // Slices are independent: side by side natively, each with its own flood-fill stack.
+    let mut slices: Vec<(&mut [u8], Result<()>)> =
+        mask.chunks_exact_mut(plane).map(|s| (s, Ok(()))).collect();
+    for_each_item(&mut slices, |_, (slice, result)| {
+        *result = fill_holes_in_slice(slice, ny, nx);
+    });
+    slices.into_iter().map(|(_, r)| r).collect()
+}
+
+/// [`fill_holes_per_slice`] on one `ny × nx` slice.
+fn fill_holes_in_slice(slice: &mut [u8], ny: usize, nx: usize) -> Result<()> {
     let mut stack = Pending::new()?;
-    for z in 0..nz {
-        let slice = &mut mask[z * plane..(z + 1) * plane];
-        for v in slice.iter_mut() {
-            *v = u8::from(*v != 0);
-        }
-        let sdims = (1, ny, nx);
-        // Mark (as 2) all background reachable from the border.
-        for y in 0..ny {
-            for x in 0..nx {
-                let on_border = y == 0 || x == 0 || y + 1 == ny || x + 1 == nx;
-                let i = y * nx + x;
-                if on_border && slice[i] == 0 {
-                    flood(slice, sdims, i, 0, 2, &mut stack)?;
-                }
+    for v in slice.iter_mut() {
+        *v = u8::from(*v != 0);
+    }
+    let sdims = (1, ny, nx);
+    // Mark (as 2) all background reachable from the border.
+    for y in 0..ny {
+        for x in 0..nx {
+            let on_border = y == 0 || x == 0 || y + 1 == ny || x + 1 == nx;
+            let i = y * nx + x;
+            if on_border && slice[i] == 0 {
+                flood(slice, sdims, i, 0, 2, &mut stack)?;
             }
         }
-        for v in slice.iter_mut() {
-            *v = u8::from(*v != 2);
-        }
+    }
+    for v in slice.iter_mut() {
+        *v = u8::from(*v != 2);
     }
     Ok(())
 }
