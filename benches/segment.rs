@@ -33,7 +33,7 @@ fn main() {
         let stages: Vec<String> = seg
             .timings
             .iter()
-            .map(|t| format!("{} {:.2} s", t.stage, t.ms / 1000.0))
+            .map(|t| format!("{} {:.3} s", t.stage, t.ms / 1000.0))
             .collect();
         println!(
             "segment (CRF {}): {total:.2} s [{}], {:.2} mL predicted, peak RSS {:.0} MB",

@@ -167,7 +167,7 @@ pub(crate) fn fill_holes_per_slice(mask: &mut [u8], dims: (usize, usize, usize))
     for_each_item(&mut slices, |_, (slice, result)| {
         *result = fill_holes_in_slice(slice, ny, nx);
     });
-    slices.into_iter().map(|(_, r)| r).collect()
+    slices.into_iter().try_for_each(|(_, r)| r)
 }
 
 /// [`fill_holes_per_slice`] on one `ny × nx` slice.
