@@ -320,6 +320,37 @@ fn the_two_label_update_equals_the_general_one() {
     assert!(max < 1e-5, "{max}");
 }
 
+/// The CRF's numbers do not depend on how many threads run it (the page runs it on one): a
+/// volume large enough that the lattice's splat is split into parts, refined in a one-thread
+/// pool and in a four-thread pool, must give the same bits.
+#[test]
+fn the_crf_gives_the_same_bits_on_one_thread_and_on_four() {
+    let mut r = Rng(31);
+    let dims = (8usize, 100usize, 100usize);
+    let hu = Array3::from_shape_fn(dims, |(z, y, x)| {
+        let inside =
+            (y as f32 - 50.0).powi(2) + (x as f32 - 45.0).powi(2) < 200.0 + 20.0 * z as f32;
+        if inside { 62.0 } else { 32.0 }
+    }) + Array3::from_shape_fn(dims, |_| 8.0 * r.next());
+    let prob = Array3::from_shape_fn(dims, |_| r.next());
+    let s = stack(hu, [2.0, 0.8, 0.8]);
+    let run = || refine(prob.view(), &s, None, &CrfConfig::default()).unwrap();
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let one = pool(1).install(run);
+    let four = pool(4).install(run);
+    let differ = one
+        .iter()
+        .zip(four.iter())
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} of {} voxels differ", one.len());
+}
+
 /// A cube of `dims` at 1 mm with HU 30 and probability `p` everywhere.
 fn uniform_case(
     dims: (usize, usize, usize),

@@ -71,8 +71,8 @@ impl Budget {
     fn new(n: usize, d: usize, max_bytes: usize) -> Result<Self> {
         let per_point = (d + 1) * 8 + 4; // corners + weights + normaliser
         // keys (d i32, transient) + neighbours (2(d+1) u32) + two value buffers + ≤ 4 table slots,
-        // + one splat buffer per extra thread
-        let per_vertex = 4 * d + 8 * (d + 1) + 8 + 16 + 4 * (threads() - 1);
+        // + one splat buffer per extra part
+        let per_vertex = 4 * d + 8 * (d + 1) + 8 + 16 + 4 * (SPLAT_PARTS - 1);
         // + one block of located points (features, corner keys) while building
         let block = BLOCK.min(n) * ((d + 1) * d + d) * 4;
         let fixed = n.saturating_mul(per_point).saturating_add(block);
@@ -451,12 +451,14 @@ impl Lattice {
     }
 
     /// Splat `values` onto the lattice vertices (`m + 1` values, the last the zero vertex).
-    /// Points scatter into shared vertices, so natively each thread splats a contiguous run of
-    /// points into its own buffer and the buffers are summed: one extra vertex array per thread
-    /// (a few MB) instead of atomics.
+    /// Points scatter into shared vertices, so contiguous runs of points are splatted into
+    /// buffers of their own (side by side natively) and the buffers summed in order: one extra
+    /// vertex array per part (a few MB) instead of atomics. The number of parts is fixed by the
+    /// data ([`SPLAT_PARTS`]), never by the thread count, so the sums are the same bits on any
+    /// machine and in the page.
     fn splat(&self, values: &[f32]) -> Result<Vec<f32>> {
         let d1 = self.d + 1;
-        let parts = threads().min(self.n / (1 << 15)).max(1);
+        let parts = SPLAT_PARTS.min(self.n / (1 << 15)).max(1);
         let per = self.n.div_ceil(parts).max(1);
         let splat_range = |lat: &mut [f32], range: std::ops::Range<usize>| {
             let c = &self.corners[range.start * d1..range.end * d1];
@@ -517,6 +519,10 @@ impl super::Filter for Lattice {
         &self.inv_norm
     }
 }
+
+/// Most runs of points a splat sums separately (see [`Lattice::filter`]'s splat): enough for
+/// the cores of a typical machine, and the same number everywhere.
+const SPLAT_PARTS: usize = 4;
 
 /// Points per parallel work item when locating points and writing their features.
 const POINTS: usize = 2048;
