@@ -455,7 +455,8 @@ impl Lattice {
     /// buffers of their own (side by side natively) and the buffers summed in order: one extra
     /// vertex array per part (a few MB) instead of atomics. The number of parts is fixed by the
     /// data ([`SPLAT_PARTS`]), never by the thread count, so the sums are the same bits on any
-    /// machine and in the page.
+    /// number of cores (the page's one worker included; its `exp` and `ln` are another
+    /// library's, so page and native agree to rounding, not to the bit).
     fn splat(&self, values: &[f32]) -> Result<Vec<f32>> {
         let d1 = self.d + 1;
         let parts = SPLAT_PARTS.min(self.n / (1 << 15)).max(1);
