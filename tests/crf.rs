@@ -151,9 +151,10 @@ fn unary(p: &[f32]) -> Vec<f32> {
     u
 }
 
-#[test]
-fn mean_field_with_the_lattice_agrees_with_mean_field_with_exact_filtering() {
-    let cfg = strong();
+/// A 5 × 14 × 14 volume of 3 mm slices with a denser ball and noisy probabilities (0.7 inside,
+/// 0.3 outside, ± 0.25): its position features, appearance features (in `cfg`'s kernel widths)
+/// and probabilities, voxel by voxel.
+fn ball_case(cfg: &CrfConfig) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut r = Rng(99);
     let (nz, ny, nx) = (5usize, 14usize, 14usize);
     let spacing = [3.0f32, 1.0, 1.0];
@@ -175,19 +176,35 @@ fn mean_field_with_the_lattice_agrees_with_mean_field_with_exact_filtering() {
             }
         }
     }
+    (pos, app, prob)
+}
+
+/// The CRF's two kernels with `cfg`'s weights.
+fn two_kernels<'a>(
+    smooth: &'a dyn Filter,
+    appearance: &'a dyn Filter,
+    cfg: &CrfConfig,
+) -> [Kernel<'a>; 2] {
+    [
+        Kernel {
+            filter: smooth,
+            weight: cfg.smooth_weight,
+        },
+        Kernel {
+            filter: appearance,
+            weight: cfg.appearance_weight,
+        },
+    ]
+}
+
+#[test]
+fn mean_field_with_the_lattice_agrees_with_mean_field_with_exact_filtering() {
+    let cfg = strong();
+    let (pos, app, prob) = ball_case(&cfg);
     let u = unary(&prob);
     let n = prob.len();
     let run = |smooth: &dyn Filter, appearance: &dyn Filter| {
-        let kernels = [
-            Kernel {
-                filter: smooth,
-                weight: cfg.smooth_weight,
-            },
-            Kernel {
-                filter: appearance,
-                weight: cfg.appearance_weight,
-            },
-        ];
+        let kernels = two_kernels(smooth, appearance, &cfg);
         mean_field(&u, 2, &kernels, cfg.iterations, &mut |_, _| true).unwrap()
     };
     let lat = run(
@@ -268,43 +285,17 @@ fn mean_field_with_three_labels_agrees_with_exact_filtering() {
 /// are 0 and the other two labels' Potts sums are the two-label ones) must give the same marginals.
 #[test]
 fn the_two_label_update_equals_the_general_one() {
-    let mut r = Rng(17);
-    let (nz, ny, nx) = (4usize, 12usize, 11usize);
-    let n = nz * ny * nx;
-    let mut pos = Vec::new();
-    let mut app = Vec::new();
-    let mut prob = Vec::new();
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let mm = [z as f32 * 2.5, y as f32, x as f32];
-                let inside = (mm[1] - 6.0).powi(2) + (mm[2] - 5.0).powi(2) < 12.0;
-                pos.extend(mm.map(|v| v / 2.0));
-                app.extend(mm.map(|v| v / 6.0));
-                app.push(if inside { 6.5 } else { 3.0 } + 0.4 * r.next());
-                prob.push(
-                    (if inside { 0.65 } else { 0.35 } + 0.6 * (r.next() - 0.5)).clamp(0.0, 1.0),
-                );
-            }
-        }
-    }
+    let cfg = strong();
+    let (pos, app, prob) = ball_case(&cfg);
+    let n = prob.len();
     let smooth = Lattice::new(&pos, 3, 1 << 26).unwrap();
     let appearance = Lattice::new(&app, 4, 1 << 26).unwrap();
-    let kernels = [
-        Kernel {
-            filter: &smooth,
-            weight: 1.5,
-        },
-        Kernel {
-            filter: &appearance,
-            weight: 2.5,
-        },
-    ];
+    let kernels = two_kernels(&smooth, &appearance, &cfg);
     let u2 = unary(&prob);
-    let two = mean_field(&u2, 2, &kernels, 5, &mut |_, _| true).unwrap();
+    let two = mean_field(&u2, 2, &kernels, cfg.iterations, &mut |_, _| true).unwrap();
     let mut u3 = u2.clone();
     u3.extend(std::iter::repeat_n(1e30f32, n));
-    let three = mean_field(&u3, 3, &kernels, 5, &mut |_, _| true).unwrap();
+    let three = mean_field(&u3, 3, &kernels, cfg.iterations, &mut |_, _| true).unwrap();
     let max = (0..2 * n)
         .map(|i| (two[i] - three[i]).abs())
         .fold(0f32, f32::max);

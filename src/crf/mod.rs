@@ -25,6 +25,7 @@ pub mod synthetic;
 
 use crate::error::{Error, Result, try_filled, try_vec};
 use crate::parallel::for_each_chunk;
+use crate::preprocess::bounding_box;
 use crate::volume::Stack;
 use ndarray::{Array3, ArrayView3, s};
 
@@ -375,27 +376,10 @@ fn crop_box(stack: &Stack, region: Option<&Array3<u8>>, margin_mm: f32) -> Optio
     let Some(r) = region else {
         return Some([0, nz, 0, ny, 0, nx]);
     };
-    let mut lo = [usize::MAX; 3];
-    let mut hi = [0usize; 3];
-    for ((z, y, x), &m) in r.indexed_iter() {
-        if m != 0 {
-            for (a, v) in [z, y, x].into_iter().enumerate() {
-                lo[a] = lo[a].min(v);
-                hi[a] = hi[a].max(v + 1);
-            }
-        }
-    }
-    if lo[0] == usize::MAX {
-        return None;
-    }
-    let n = [nz, ny, nx];
-    let mut b = [0usize; 6];
-    for a in 0..3 {
-        let m = (margin_mm / stack.spacing[a]).ceil().min(n[a] as f32) as usize;
-        b[2 * a] = lo[a].saturating_sub(m);
-        b[2 * a + 1] = (hi[a] + m).min(n[a]);
-    }
-    Some(b)
+    let b = bounding_box(r)?.padded(margin_mm, stack.spacing, (nz, ny, nx));
+    Some([
+        b.start[0], b.end[0], b.start[1], b.end[1], b.start[2], b.end[2],
+    ])
 }
 
 /// Mean-field on one box; returns P(haemorrhage) per box voxel in `[z, y, x]` order.

@@ -298,8 +298,8 @@ impl SliceGrid {
     /// which it overwrites (0 outside the grid): the pipeline fills a whole volume's slices
     /// side by side without a buffer per slice.
     pub fn fill_stack_plane(&self, view: ArrayView2<'_, f32>, out: &mut [f32], nx: usize) {
-        out.fill(0.0);
         if self.is_empty() || nx == 0 {
+            out.fill(0.0);
             return;
         }
         let ny = out.len() / nx;
@@ -339,6 +339,7 @@ impl SliceGrid {
             .zip(out.chunks_exact_mut(nx))
         {
             let Some((y0, y1, fy)) = row else {
+                dst.fill(0.0);
                 continue;
             };
             if top.0 != y0 {
