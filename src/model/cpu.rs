@@ -5,8 +5,8 @@
 //! converts its input to channels-last and back, bias and ReLU are further passes, every op
 //! allocates its output — and parallelises inside each op, so two cores synchronise dozens of
 //! times per slice. Here one slice goes through the whole network channels-last on one thread:
-//! each 3×3 convolution with 8 or more input channels runs as Winograd F(2×2, 3×3) (2.25× fewer
-//! multiplications), the first one as an im2col of a band of rows and one matrix product, with
+//! each 3×3 convolution with 8 or more input channels runs as Winograd F(4×4, 3×3) or
+//! F(2×2, 3×3) (4× or 2.25× fewer multiplications, the tile chosen per map), the first one as an im2col of a band of rows and one matrix product, with
 //! bias and ReLU applied while the outputs are still in cache; the head works band by band too, so the
 //! full-resolution hidden layer (96 channels) never exists as a whole. Natively the slices of a
 //! batch run on rayon's threads; on wasm they run in order.
@@ -23,7 +23,7 @@ use crate::error::{Result, try_filled};
 /// Pixels per im2col band: the band's patch matrix (≤ 576 values per pixel) stays within L2.
 const BAND_PIXELS: usize = 384;
 
-/// Input channels from which a convolution runs as Winograd F(2×2, 3×3) rather than im2col.
+/// Input channels from which a convolution runs as Winograd rather than im2col.
 /// Below it the 16 products of the transformed tiles are too thin (`k` = channels) to pay for
 /// the transforms; the first convolution (3 input planes) stays im2col.
 const WINOGRAD_MIN_CIN: usize = 8;
@@ -41,15 +41,27 @@ pub(crate) struct Conv3 {
     /// `[9·cin, cout]`, row `(ky·3 + kx)·cin + ci`.
     w: Vec<f32>,
     b: Vec<f32>,
-    /// Winograd weights `G g Gᵀ`: 16 matrices `[cin, cout]`, element `e = 4·row + col` of the
-    /// 4×4 transformed kernel; `None` below [`WINOGRAD_MIN_CIN`] input channels.
-    wino: Option<Vec<f32>>,
+    /// Winograd weights `G g Gᵀ` of both tile sizes: `T²` matrices `[cin, cout]`, element
+    /// `e = T·row + col` of the `T×T` transformed kernel; `None` below [`WINOGRAD_MIN_CIN`] input
+    /// channels.
+    wino: Option<Wino>,
+}
+
+/// A convolution's kernels transformed for both Winograd tile sizes; [`conv3`] picks one per
+/// feature map (the larger tile wastes more at the edges of small maps).
+#[derive(Debug, Clone)]
+struct Wino {
+    f2: Vec<f32>,
+    f4: Vec<f32>,
 }
 
 impl Conv3 {
     /// `w` is `[9·cin, cout]` (row `(ky·3 + kx)·cin + ci`), `b` is `[cout]`.
     pub fn new(cin: usize, cout: usize, dilation: usize, w: Vec<f32>, b: Vec<f32>) -> Self {
-        let wino = (cin >= WINOGRAD_MIN_CIN).then(|| winograd_weights(&w, cin, cout));
+        let wino = (cin >= WINOGRAD_MIN_CIN).then(|| Wino {
+            f2: winograd_weights::<F2>(&w, cin, cout),
+            f4: winograd_weights::<F4>(&w, cin, cout),
+        });
         Self {
             cin,
             cout,
@@ -61,34 +73,144 @@ impl Conv3 {
     }
 }
 
-/// `U = G g Gᵀ` for every (input, output) channel pair, with F(2×2, 3×3)'s
-/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
-fn winograd_weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
-    const G: [[f32; 3]; 4] = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
-        [0.0, 0.0, 1.0],
-    ];
-    let mut u = vec![0f32; 16 * cin * cout];
+/// `U = G g Gᵀ` for every (input, output) channel pair, with the tile's `G` (`T × 3`).
+fn winograd_weights<W: Tile>(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    let t = W::T;
+    let mut u = vec![0f32; t * t * cin * cout];
     for ci in 0..cin {
         for co in 0..cout {
-            let g = |ky: usize, kx: usize| w[((ky * 3 + kx) * cin + ci) * cout + co];
-            let mut gg = [[0f32; 3]; 4];
-            for (r, row) in gg.iter_mut().enumerate() {
-                for (kx, v) in row.iter_mut().enumerate() {
-                    *v = (0..3).map(|ky| G[r][ky] * g(ky, kx)).sum();
-                }
-            }
-            for r in 0..4 {
-                for c in 0..4 {
-                    let v: f32 = (0..3).map(|kx| gg[r][kx] * G[c][kx]).sum();
-                    u[((r * 4 + c) * cin + ci) * cout + co] = v;
+            let g = |ky: usize, kx: usize| f64::from(w[((ky * 3 + kx) * cin + ci) * cout + co]);
+            for r in 0..t {
+                for c in 0..t {
+                    let mut v = 0f64;
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            v += W::G[r][ky] * g(ky, kx) * W::G[c][kx];
+                        }
+                    }
+                    u[((r * t + c) * cin + ci) * cout + co] = v as f32;
                 }
             }
         }
     }
     u
+}
+
+/// A Winograd tile F(M×M, 3×3): `T = M + 2` inputs a side, `M` outputs.
+///
+/// The transforms are applied line by line to whole channel vectors (`n` values each), once
+/// down the columns and once along the rows; the arithmetic of each line is written out with
+/// its shared terms, so it vectorises along the channels.
+trait Tile {
+    const M: usize;
+    const T: usize;
+    /// The kernel transform, `T × 3` (in f64: the weights are transformed once).
+    const G: &'static [[f64; 3]];
+    /// `o` (`T` rows of `n`) = `Bᵀ · d` for one line `d` of `T` inputs.
+    fn input_line(o: &mut [f32], d: &[&[f32]], n: usize);
+    /// `o` (`M` rows of `n`) = `Aᵀ · d` for one line `d` of `T` products.
+    fn output_line(o: &mut [f32], d: &[&[f32]], n: usize);
+}
+
+/// F(2×2, 3×3): 16 products per 4 outputs (2.25× fewer multiplications than direct).
+struct F2;
+
+/// F(4×4, 3×3): 36 products per 16 outputs (4× fewer), with heavier transforms and a tile
+/// that overhangs small maps more.
+struct F4;
+
+impl Tile for F2 {
+    const M: usize = 2;
+    const T: usize = 4;
+    const G: &'static [[f64; 3]] = &[
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+
+    #[inline(always)]
+    fn input_line(o: &mut [f32], d: &[&[f32]], n: usize) {
+        let (o0, o) = o.split_at_mut(n);
+        let (o1, o) = o.split_at_mut(n);
+        let (o2, o) = o.split_at_mut(n);
+        let o3 = &mut o[..n];
+        let (d0, d1, d2, d3) = (&d[0][..n], &d[1][..n], &d[2][..n], &d[3][..n]);
+        for k in 0..n {
+            o0[k] = d0[k] - d2[k];
+            o1[k] = d1[k] + d2[k];
+            o2[k] = d2[k] - d1[k];
+            o3[k] = d1[k] - d3[k];
+        }
+    }
+
+    #[inline(always)]
+    fn output_line(o: &mut [f32], d: &[&[f32]], n: usize) {
+        let (o0, o) = o.split_at_mut(n);
+        let o1 = &mut o[..n];
+        let (d0, d1, d2, d3) = (&d[0][..n], &d[1][..n], &d[2][..n], &d[3][..n]);
+        for k in 0..n {
+            o0[k] = d0[k] + d1[k] + d2[k];
+            o1[k] = d1[k] - d2[k] - d3[k];
+        }
+    }
+}
+
+impl Tile for F4 {
+    const M: usize = 4;
+    const T: usize = 6;
+    const G: &'static [[f64; 3]] = &[
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+
+    #[inline(always)]
+    fn input_line(o: &mut [f32], d: &[&[f32]], n: usize) {
+        let (o0, o) = o.split_at_mut(n);
+        let (o1, o) = o.split_at_mut(n);
+        let (o2, o) = o.split_at_mut(n);
+        let (o3, o) = o.split_at_mut(n);
+        let (o4, o) = o.split_at_mut(n);
+        let o5 = &mut o[..n];
+        let (d0, d1, d2) = (&d[0][..n], &d[1][..n], &d[2][..n]);
+        let (d3, d4, d5) = (&d[3][..n], &d[4][..n], &d[5][..n]);
+        for k in 0..n {
+            let a = d4[k] - 4.0 * d2[k];
+            let b = d3[k] - 4.0 * d1[k];
+            let c = d4[k] - d2[k];
+            let e = 2.0 * (d3[k] - d1[k]);
+            o0[k] = 4.0 * d0[k] - 5.0 * d2[k] + d4[k];
+            o1[k] = a + b;
+            o2[k] = a - b;
+            o3[k] = c + e;
+            o4[k] = c - e;
+            o5[k] = 4.0 * d1[k] - 5.0 * d3[k] + d5[k];
+        }
+    }
+
+    #[inline(always)]
+    fn output_line(o: &mut [f32], d: &[&[f32]], n: usize) {
+        let (o0, o) = o.split_at_mut(n);
+        let (o1, o) = o.split_at_mut(n);
+        let (o2, o) = o.split_at_mut(n);
+        let o3 = &mut o[..n];
+        let (d0, d1, d2) = (&d[0][..n], &d[1][..n], &d[2][..n]);
+        let (d3, d4, d5) = (&d[3][..n], &d[4][..n], &d[5][..n]);
+        for k in 0..n {
+            let a = d1[k] + d2[k];
+            let b = d1[k] - d2[k];
+            let c = d3[k] + d4[k];
+            let e = d3[k] - d4[k];
+            o0[k] = d0[k] + a + c;
+            o1[k] = b + 2.0 * e;
+            o2[k] = a + 4.0 * c;
+            o3[k] = b + 8.0 * e + d5[k];
+        }
+    }
 }
 
 /// One trunk block: optional 2×2 max-pool, then its convolutions.
@@ -360,7 +482,11 @@ fn project(
 #[inline(always)]
 fn conv3(x: &Map, conv: &Conv3, scratch: &mut Vec<f32>) -> Result<Map> {
     if let Some(u) = &conv.wino {
-        return conv3_winograd(x, conv, u, scratch);
+        return if use_f4(x.h, x.w, conv.dilation) {
+            conv3_winograd::<F4>(x, conv, &u.f4, scratch)
+        } else {
+            conv3_winograd::<F2>(x, conv, &u.f2, scratch)
+        };
     }
     let (h, w, cin, cout, d) = (x.h, x.w, conv.cin, conv.cout, conv.dilation as isize);
     let k = 9 * cin;
@@ -405,35 +531,67 @@ fn conv3(x: &Map, conv: &Conv3, scratch: &mut Vec<f32>) -> Result<Map> {
     })
 }
 
-/// [`conv3`] as Winograd F(2×2, 3×3): 2.25× fewer multiplications than the direct product, and
-/// no im2col copy.
+/// The `n` (≤ 6) channel vectors of one transform line, `f(j)` for `j < n`.
+#[inline(always)]
+fn lines<'a>(f: impl Fn(usize) -> &'a [f32], n: usize) -> [&'a [f32]; 6] {
+    std::array::from_fn(|j| if j < n { f(j) } else { &[] })
+}
+
+/// Whether a map of `h × w` convolved at dilation `d` runs as F(4×4) rather than F(2×2).
+///
+/// A tile covers `M` outputs `d` apart along each axis of each of the `d` interleaved
+/// sub-grids, so a sub-grid of `s = ⌈n/d⌉` outputs takes `⌈s/M⌉` tiles: the larger tile pays
+/// when its overhang stays small. The cost per tile side is taken as `T²` products and the
+/// F(4×4) transforms' extra arithmetic as a quarter more (measured on this network's maps).
+#[inline(always)]
+fn use_f4(h: usize, w: usize, d: usize) -> bool {
+    let tiles = |n: usize, m: usize| {
+        let s = n.div_ceil(d);
+        d * s.div_ceil(m)
+    };
+    let f2 = (tiles(h, 2) * tiles(w, 2) * 16) as f64;
+    let f4 = (tiles(h, 4) * tiles(w, 4) * 36) as f64 * 1.25;
+    f4 < f2
+}
+
+/// [`conv3`] as Winograd F(M×M, 3×3) ([`Tile`]): fewer multiplications than the direct product
+/// (2.25× for F(2×2), 4× for F(4×4)), and no im2col copy.
 ///
 /// Written here because gemm has no convolution and burn-flex's (im2col) is what this module
 /// replaces. A dilated convolution is an ordinary one on each of the `d × d` interleaved
-/// sub-grids, so a tile's 2×2 outputs are `d` apart and its 4×4 inputs too: tile origins run
-/// over `d` consecutive rows (and columns) in every block of `2d`, which covers each output
-/// exactly once. Channels-last, the transforms work on whole channel vectors; a chunk of tiles
-/// is laid out `[tile][element][channel]`, so the 16 products read and write it with a row
-/// stride of 16 channel vectors.
+/// sub-grids, so a tile's `M×M` outputs are `d` apart and its `T×T` inputs too: tile origins
+/// run over `d` consecutive rows (and columns) in every block of `M·d`, which covers each
+/// output exactly once. Channels-last, the transforms work on whole channel vectors; a chunk of
+/// tiles is laid out `[tile][element][channel]`, so the `T²` products read and write it with a
+/// row stride of `T²` channel vectors.
 #[inline(always)]
-fn conv3_winograd(x: &Map, conv: &Conv3, u: &[f32], scratch: &mut Vec<f32>) -> Result<Map> {
+fn conv3_winograd<W: Tile>(
+    x: &Map,
+    conv: &Conv3,
+    u: &[f32],
+    scratch: &mut Vec<f32>,
+) -> Result<Map> {
     let (h, w, cin, cout, d) = (x.h, x.w, conv.cin, conv.cout, conv.dilation);
+    let (mt, tt) = (W::M, W::T);
+    let els = tt * tt;
     let origins = |n: usize| -> Vec<usize> {
         (0..n)
-            .step_by(2 * d)
+            .step_by(mt * d)
             .flat_map(|b| (b..b + d).filter(|&o| o < n))
             .collect()
     };
     let (ys, xs) = (origins(h), origins(w));
-    let per_chunk = (WINOGRAD_CHUNK_VALUES / cin.max(cout)).max(16);
-    let need = per_chunk * 16 * (cin + cout) + 16 * cin.max(cout) + cin;
+    let per_chunk = (WINOGRAD_CHUNK_VALUES * 16 / els / cin.max(cout)).max(16);
+    let wide = cin.max(cout);
+    let need = per_chunk * els * (cin + cout) + els * wide + mt * mt * cout + cin;
     if scratch.len() < need {
         *scratch = try_filled(need, 0f32, "a convolution's transformed tiles")?;
     }
     let mut out = try_filled(h * w * cout, 0f32, "a feature map")?;
-    let (v, rest) = scratch.split_at_mut(per_chunk * 16 * cin);
-    let (m, rest) = rest.split_at_mut(per_chunk * 16 * cout);
-    let (tmp, zero) = rest.split_at_mut(16 * cin.max(cout));
+    let (v, rest) = scratch.split_at_mut(per_chunk * els * cin);
+    let (m, rest) = rest.split_at_mut(per_chunk * els * cout);
+    let (tmp, rest) = rest.split_at_mut(els * wide);
+    let (res, zero) = rest.split_at_mut(mt * mt * cout);
     let zero = &mut zero[..cin];
     zero.fill(0.0);
     let zero = &*zero;
@@ -442,50 +600,38 @@ fn conv3_winograd(x: &Map, conv: &Conv3, u: &[f32], scratch: &mut Vec<f32>) -> R
         .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
         .collect();
     let (di, wi, hi) = (d as isize, w as isize, h as isize);
+    let bias = &conv.b[..cout];
     for chunk in tiles.chunks(per_chunk) {
         let t = chunk.len();
         for (i, &(y, xo)) in chunk.iter().enumerate() {
-            let mut src: [&[f32]; 16] = [zero; 16];
-            for (e, s) in src.iter_mut().enumerate() {
-                let iy = y as isize + (e as isize / 4 - 1) * di;
-                let ix = xo as isize + (e as isize % 4 - 1) * di;
+            let mut src: [&[f32]; 36] = [zero; 36];
+            for (e, s) in src[..els].iter_mut().enumerate() {
+                let iy = y as isize + ((e / tt) as isize - 1) * di;
+                let ix = xo as isize + ((e % tt) as isize - 1) * di;
                 if iy >= 0 && iy < hi && ix >= 0 && ix < wi {
                     let at = (iy as usize * w + ix as usize) * cin;
                     *s = &x.v[at..at + cin];
                 }
             }
-            // Bᵀ · tile, column by column, into tmp[r][c]; then (Bᵀ · tile) · B into tile i.
-            for c in 0..4 {
-                let (d0, d1, d2, d3) = (src[c], src[4 + c], src[8 + c], src[12 + c]);
-                let at_row = |r: usize| (r * 4 + c) * cin..(r * 4 + c + 1) * cin;
-                lin(&mut tmp[at_row(0)], d0, d2, -1.0);
-                lin(&mut tmp[at_row(1)], d1, d2, 1.0);
-                lin(&mut tmp[at_row(2)], d2, d1, -1.0);
-                lin(&mut tmp[at_row(3)], d1, d3, -1.0);
+            // Bᵀ down each column c into tmp's block c (row r at c·T + r); then along each
+            // row r of that, · B, into the tile's block r (element r·T + c).
+            for c in 0..tt {
+                let line = lines(|j| src[j * tt + c], tt);
+                W::input_line(&mut tmp[c * tt * cin..(c + 1) * tt * cin], &line[..tt], cin);
             }
-            let blk = &mut v[i * 16 * cin..(i + 1) * 16 * cin];
-            for (o, t) in blk.chunks_exact_mut(4 * cin).zip(tmp.chunks_exact(4 * cin)) {
-                let (t0, t1, t2, t3) = (
-                    &t[..cin],
-                    &t[cin..2 * cin],
-                    &t[2 * cin..3 * cin],
-                    &t[3 * cin..],
-                );
-                let (o0, o) = o.split_at_mut(cin);
-                let (o1, o) = o.split_at_mut(cin);
-                let (o2, o3) = o.split_at_mut(cin);
-                lin(o0, t0, t2, -1.0);
-                lin(o1, t1, t2, 1.0);
-                lin(o2, t2, t1, -1.0);
-                lin(o3, t1, t3, -1.0);
+            let blk = &mut v[i * els * cin..(i + 1) * els * cin];
+            for (r, o) in blk.chunks_exact_mut(tt * cin).enumerate() {
+                let tmp = &*tmp;
+                let line = lines(|j| &tmp[(j * tt + r) * cin..][..cin], tt);
+                W::input_line(o, &line[..tt], cin);
             }
         }
-        for e in 0..16 {
+        for e in 0..els {
             matmul_strided(
                 &mut m[e * cout..],
-                16 * cout,
+                els * cout,
                 &v[e * cin..],
-                16 * cin,
+                els * cin,
                 &u[e * cin * cout..(e + 1) * cin * cout],
                 t,
                 cout,
@@ -493,40 +639,36 @@ fn conv3_winograd(x: &Map, conv: &Conv3, u: &[f32], scratch: &mut Vec<f32>) -> R
             )?;
         }
         for (i, &(y, xo)) in chunk.iter().enumerate() {
-            let blk = &m[i * 16 * cout..(i + 1) * 16 * cout];
-            let el = |e: usize| &blk[e * cout..(e + 1) * cout];
-            // Aᵀ · M: two rows of four, s[q][c]; then the rows times A, plus bias, ReLU.
-            let (s0, s1) = tmp[..8 * cout].split_at_mut(4 * cout);
-            for c in 0..4 {
-                let (m0, m1, m2, m3) = (el(c), el(4 + c), el(8 + c), el(12 + c));
-                let (a, b) = (&mut s0[c * cout..][..cout], &mut s1[c * cout..][..cout]);
-                for k in 0..cout {
-                    a[k] = m0[k] + m1[k] + m2[k];
-                    b[k] = m1[k] - m2[k] - m3[k];
-                }
+            let blk = &m[i * els * cout..(i + 1) * els * cout];
+            // Aᵀ down each column c into tmp's block c (row q at c·M + q); then along each
+            // row q, · A, into res (output q·M + p).
+            for c in 0..tt {
+                let line = lines(|j| &blk[(j * tt + c) * cout..][..cout], tt);
+                W::output_line(
+                    &mut tmp[c * mt * cout..(c + 1) * mt * cout],
+                    &line[..tt],
+                    cout,
+                );
             }
-            for (q, s) in [&*s0, &*s1].into_iter().enumerate() {
+            for (q, o) in res.chunks_exact_mut(mt * cout).enumerate() {
+                let tmp = &*tmp;
+                let line = lines(|j| &tmp[(j * mt + q) * cout..][..cout], tt);
+                W::output_line(o, &line[..tt], cout);
+            }
+            for (q, row) in res.chunks_exact(mt * cout).enumerate() {
                 let oy = y + q * d;
                 if oy >= h {
-                    continue;
+                    break;
                 }
-                let (a, b, c, e) = (
-                    &s[..cout],
-                    &s[cout..2 * cout],
-                    &s[2 * cout..3 * cout],
-                    &s[3 * cout..],
-                );
-                let bias = &conv.b[..cout];
-                let at = (oy * w + xo) * cout;
-                let dst = &mut out[at..at + cout];
-                for k in 0..cout {
-                    dst[k] = (a[k] + b[k] + c[k] + bias[k]).max(0.0);
-                }
-                if xo + d < w {
-                    let at = (oy * w + xo + d) * cout;
+                for (p, r) in row.chunks_exact(cout).enumerate() {
+                    let ox = xo + p * d;
+                    if ox >= w {
+                        break;
+                    }
+                    let at = (oy * w + ox) * cout;
                     let dst = &mut out[at..at + cout];
                     for k in 0..cout {
-                        dst[k] = (b[k] - c[k] - e[k] + bias[k]).max(0.0);
+                        dst[k] = (r[k] + bias[k]).max(0.0);
                     }
                 }
             }
@@ -543,14 +685,6 @@ fn conv3_winograd(x: &Map, conv: &Conv3, u: &[f32], scratch: &mut Vec<f32>) -> R
 /// Partial sums of [`dot`]: a fixed width LLVM turns into vector instructions on every target
 /// (AVX natively, simd128 in wasm).
 const LANES: usize = 8;
-
-/// `o = a + q·b`, element-wise.
-#[inline(always)]
-fn lin(o: &mut [f32], a: &[f32], b: &[f32], q: f32) {
-    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-        *o = a + b * q;
-    }
-}
 
 /// 2×2 max-pool (sizes are multiples of 2: the grid's size multiple guarantees it).
 #[inline(always)]
@@ -679,8 +813,8 @@ mod tests {
     use super::*;
     use crate::model::kernel::tests::values;
 
-    /// Winograd tiles cover every output exactly once whatever the map's size against the tile
-    /// pattern (`2d` rows and columns a block): maps smaller than one tile, sizes that are not a
+    /// Winograd tiles of both sizes cover every output exactly once whatever the map's size
+    /// against the tile pattern (`M·d` rows and columns a block): maps smaller than one tile, sizes that are not a
     /// multiple of `2d`, dilations 1–5; the result is the direct convolution's (im2col, the
     /// same weights) to float rounding, bias and ReLU included.
     #[test]
@@ -689,7 +823,16 @@ mod tests {
         let mut compared = 0;
         for (cin, cout) in [(16, 8), (16, 16), (32, 64), (8, 24), (12, 20), (9, 13)] {
             for d in 1..=5 {
-                for (h, w) in [(1, 1), (2, 3), (5, 7), (10, 12), (9, 17), (16, 16), (21, 8)] {
+                for (h, w) in [
+                    (1, 1),
+                    (2, 3),
+                    (5, 7),
+                    (10, 12),
+                    (9, 17),
+                    (16, 16),
+                    (21, 8),
+                    (27, 30),
+                ] {
                     let seed = (cin * 131 + cout * 17 + d * 7 + h * 3 + w) as u32;
                     let wts = values(9 * cin * cout, seed);
                     let bias = values(cout, seed + 1);
@@ -705,21 +848,36 @@ mod tests {
                         c: cin,
                         v: values(h * w * cin, seed + 2),
                     };
-                    let a = conv3(&x, &wino, &mut scratch).unwrap();
                     let b = conv3(&x, &direct, &mut scratch).unwrap();
-                    assert_eq!((a.h, a.w, a.c), (h, w, cout));
                     assert!(b.v.iter().any(|&v| v > 0.0), "ReLU left something");
-                    for (i, (&u, &v)) in a.v.iter().zip(&b.v).enumerate() {
-                        assert!(
-                            (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
-                            "{cin}→{cout} d {d} {h}×{w} value {i}: Winograd {u} vs direct {v}"
-                        );
+                    let u = wino.wino.as_ref().unwrap();
+                    let tiles = [
+                        (
+                            "F(2×2)",
+                            conv3_winograd::<F2>(&x, &wino, &u.f2, &mut scratch),
+                        ),
+                        (
+                            "F(4×4)",
+                            conv3_winograd::<F4>(&x, &wino, &u.f4, &mut scratch),
+                        ),
+                        ("chosen", conv3(&x, &wino, &mut scratch)),
+                    ];
+                    for (name, a) in tiles {
+                        let a = a.unwrap();
+                        assert_eq!((a.h, a.w, a.c), (h, w, cout));
+                        for (i, (&u, &v)) in a.v.iter().zip(&b.v).enumerate() {
+                            assert!(
+                                (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                                "{name} {cin}→{cout} d {d} {h}×{w} value {i}: Winograd {u} vs \
+                                 direct {v}"
+                            );
+                        }
                     }
                     compared += 1;
                 }
             }
         }
-        assert_eq!(compared, 6 * 5 * 7);
+        assert_eq!(compared, 6 * 5 * 8);
     }
 
     /// Below eight input channels (the first convolution's three planes) convolutions stay

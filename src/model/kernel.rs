@@ -233,6 +233,31 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// Natively the kernels run on the widest instruction set the CPU has: AVX-512 where it
+    /// has it, else AVX2 with FMA, and pulp's scalar fallback only where neither exists. pulp
+    /// dispatches to the levels its features name, and with `x86-v4` alone an AVX2 CPU fell
+    /// back to scalar code (the network 6× slower than the ONNX peer on an AMD Zen 3); this
+    /// fails on such a CPU if `x86-v3` goes missing from Cargo.toml again.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn pulp_dispatches_to_the_widest_instruction_set() {
+        use pulp::x86::{V3, V4};
+        let arch = pulp::Arch::new();
+        if V4::try_new().is_some() {
+            assert!(
+                matches!(arch, pulp::Arch::V4(_)),
+                "AVX-512 CPU, pulp chose {arch:?}"
+            );
+        } else if V3::try_new().is_some() {
+            assert!(
+                matches!(arch, pulp::Arch::V3(_)),
+                "AVX2 + FMA CPU, pulp chose {arch:?}"
+            );
+        } else {
+            assert!(matches!(arch, pulp::Arch::Scalar), "pulp chose {arch:?}");
+        }
+    }
+
     /// The same product, summed in the obvious order.
     #[allow(clippy::too_many_arguments)]
     fn reference(
