@@ -84,10 +84,15 @@ export async function startServer({ embedFromLocalhost = false } = {}) {
   return { url, port, origin: url.slice(0, -1), stop };
 }
 
-/** Chromium with a fresh profile; `webgpu` adds --enable-unsafe-webgpu (SwiftShader without a GPU). */
+/**
+ * Chromium with a fresh profile; `webgpu` adds --enable-unsafe-webgpu (SwiftShader without a GPU).
+ * ICHNET_CHROMIUM_FLAGS (space-separated) adds flags last: scripts/gpu-bench.sh puts WebGPU on a
+ * real GPU's Vulkan driver through it.
+ */
 export async function launch({ webgpu = false } = {}) {
   const args = [...BASE_FLAGS];
   if (webgpu) args.push("--enable-unsafe-webgpu");
+  args.push(...(process.env.ICHNET_CHROMIUM_FLAGS ?? "").split(/\s+/).filter(Boolean));
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
 }
 
