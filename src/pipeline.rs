@@ -502,7 +502,17 @@ impl Prepared {
     pub fn finish(&self, threshold: f32) -> Result<Segmentation> {
         check_threshold(threshold)?;
         let t = clock();
-        let prob = self.probability()?;
+        // The refined volume is read in place: copying it (33 MB for a 512×512×32 scan) took a
+        // third of this stage (`cargo bench --bench segment`: finish 0.048 s median against
+        // 0.073 s with the copy, six alternating runs, 2026-12-02).
+        let network;
+        let prob = match &self.refined {
+            Some(r) => r,
+            None => {
+                network = self.network_probability()?;
+                &network
+            }
+        };
         let stack = &self.scan.stack;
         let mut mask = prob.mapv(|p| u8::from(p > threshold));
         let min_voxels = min_component_voxels(stack);
