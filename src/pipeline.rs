@@ -14,6 +14,7 @@
 //! CLI and the browser produce the same mask bytes for the same input, options and backend.
 //! Everything is deterministic (no sampling, no randomness at inference).
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use burn::prelude::*;
@@ -345,9 +346,16 @@ impl Prepared {
     /// Haemorrhage probability on the stack grid (0 outside the brain), from the network, or the
     /// CRF's refinement once [`Prepared::apply_crf`] ran.
     pub fn probability(&self) -> Result<Array3<f32>> {
+        Ok(self.probability_view()?.into_owned())
+    }
+
+    /// [`Prepared::probability`] without copying the CRF's refinement (33 MB for a 512×512×32
+    /// scan): copying it had taken a third of the finish stage (`cargo bench --bench segment`:
+    /// finish 0.048 s median against 0.073 s with the copy, six alternating runs, 2026-12-02).
+    fn probability_view(&self) -> Result<Cow<'_, Array3<f32>>> {
         match &self.refined {
-            Some(r) => Ok(r.clone()),
-            None => self.network_probability(),
+            Some(r) => Ok(Cow::Borrowed(r)),
+            None => self.network_probability().map(Cow::Owned),
         }
     }
 
@@ -502,17 +510,7 @@ impl Prepared {
     pub fn finish(&self, threshold: f32) -> Result<Segmentation> {
         check_threshold(threshold)?;
         let t = clock();
-        // The refined volume is read in place: copying it (33 MB for a 512×512×32 scan) took a
-        // third of this stage (`cargo bench --bench segment`: finish 0.048 s median against
-        // 0.073 s with the copy, six alternating runs, 2026-12-02).
-        let network;
-        let prob = match &self.refined {
-            Some(r) => r,
-            None => {
-                network = self.network_probability()?;
-                &network
-            }
-        };
+        let prob = self.probability_view()?;
         let stack = &self.scan.stack;
         let mut mask = prob.mapv(|p| u8::from(p > threshold));
         let min_voxels = min_component_voxels(stack);

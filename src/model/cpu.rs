@@ -163,6 +163,25 @@ impl<S: Simd> Mul<f32> for Vx<S> {
 /// One channel's (or one vector of channels') values along a transform line.
 trait Line<X> {
     fn at(&self, j: usize) -> X;
+
+    /// The first four values (an F(2×2) line).
+    #[inline(always)]
+    fn four(&self) -> (X, X, X, X) {
+        (self.at(0), self.at(1), self.at(2), self.at(3))
+    }
+
+    /// The first six values (an F(4×4) line).
+    #[inline(always)]
+    fn six(&self) -> (X, X, X, X, X, X) {
+        (
+            self.at(0),
+            self.at(1),
+            self.at(2),
+            self.at(3),
+            self.at(4),
+            self.at(5),
+        )
+    }
 }
 
 /// Vector `i` of each line's channels.
@@ -253,7 +272,7 @@ impl Tile for F2 {
         impl Transform<4, 4> for Bt {
             #[inline(always)]
             fn apply<X: Lane>(d: &impl Line<X>) -> [X; 4] {
-                let (d0, d1, d2, d3) = (d.at(0), d.at(1), d.at(2), d.at(3));
+                let (d0, d1, d2, d3) = d.four();
                 [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
             }
         }
@@ -266,7 +285,7 @@ impl Tile for F2 {
         impl Transform<4, 2> for At {
             #[inline(always)]
             fn apply<X: Lane>(d: &impl Line<X>) -> [X; 2] {
-                let (d0, d1, d2, d3) = (d.at(0), d.at(1), d.at(2), d.at(3));
+                let (d0, d1, d2, d3) = d.four();
                 [d0 + d1 + d2, d1 - d2 - d3]
             }
         }
@@ -292,8 +311,7 @@ impl Tile for F4 {
         impl Transform<6, 6> for Bt {
             #[inline(always)]
             fn apply<X: Lane>(d: &impl Line<X>) -> [X; 6] {
-                let (d0, d1, d2, d3, d4, d5) =
-                    (d.at(0), d.at(1), d.at(2), d.at(3), d.at(4), d.at(5));
+                let (d0, d1, d2, d3, d4, d5) = d.six();
                 let a = d4 - d2 * 4.0;
                 let b = d3 - d1 * 4.0;
                 let c = d4 - d2;
@@ -317,8 +335,7 @@ impl Tile for F4 {
         impl Transform<6, 4> for At {
             #[inline(always)]
             fn apply<X: Lane>(d: &impl Line<X>) -> [X; 4] {
-                let (d0, d1, d2, d3, d4, d5) =
-                    (d.at(0), d.at(1), d.at(2), d.at(3), d.at(4), d.at(5));
+                let (d0, d1, d2, d3, d4, d5) = d.six();
                 let a = d1 + d2;
                 let b = d1 - d2;
                 let c = d3 + d4;
@@ -955,20 +972,16 @@ mod tests {
     /// channels over, included).
     #[test]
     fn winograd_equals_the_direct_convolution_on_every_size_and_dilation() {
-        let mut sets = 1;
         check(pulp::Scalar::new(), "scalar");
         #[cfg(target_arch = "x86_64")]
         {
             if let Some(v3) = pulp::x86::V3::try_new() {
                 v3.vectorize(|| check(v3, "AVX2"));
-                sets += 1;
             }
             if let Some(v4) = pulp::x86::V4::try_new() {
                 v4.vectorize(|| check(v4, "AVX-512"));
-                sets += 1;
             }
         }
-        assert!(sets >= 1);
     }
 
     /// [`winograd_equals_the_direct_convolution_on_every_size_and_dilation`] on one instruction
