@@ -50,9 +50,13 @@ pub struct TrainArgs {
     /// Crop side in 1 mm pixels (multiple of 4).
     #[arg(long, default_value_t = 80)]
     pub crop: usize,
-    /// Haemorrhage pixels per crop (as many background pixels are sampled).
+    /// Haemorrhage pixels per crop.
     #[arg(long, default_value_t = 48)]
     pub pixels: usize,
+    /// Background pixels sampled per haemorrhage pixel, each weighing 1/N in the loss so both
+    /// classes keep equal weight; 1 is the paper's recipe (and the shipped weights').
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub negatives: usize,
     /// Peak learning rate (cosine decay).
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
@@ -284,6 +288,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         batch: a.batch,
         crop: a.crop,
         pixels: a.pixels,
+        negatives: a.negatives,
         lr: a.lr,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
