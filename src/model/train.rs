@@ -262,8 +262,6 @@ pub struct Batch {
     pub samples: Samples,
     /// Target of each sampled pixel (1 = haemorrhage).
     pub target: Vec<f32>,
-    /// Loss weight of each sampled pixel (see [`TrainOptions::negatives`]).
-    pub weight: Vec<f32>,
 }
 
 /// Draw a batch from the cache: half the crops centred near blood (when the cache has any), the
@@ -287,7 +285,6 @@ pub fn draw_batch(
     let mut x = vec![0.0f32; o.batch * ch * cc];
     let mut samples = Samples::default();
     let mut target = Vec::new();
-    let mut weight = Vec::new();
     let mut hu = vec![0.0f32; planes * cc];
     let mut lab = vec![0u8; c * c];
     let mut br = vec![0u8; c * c];
@@ -381,9 +378,6 @@ pub fn draw_batch(
             &mut target,
         );
     }
-    // Blood samples weigh 1, background samples 1 / negatives.
-    let w_neg = 1.0 / o.negatives.max(1) as f32;
-    weight.extend(target.iter().map(|&t| if t > 0.5 { 1.0 } else { w_neg }));
     Batch {
         x,
         channels: ch,
@@ -391,7 +385,6 @@ pub fn draw_batch(
         crop: c,
         samples,
         target,
-        weight,
     }
 }
 
@@ -597,22 +590,36 @@ fn near_bone(hu: &[f32], c: usize) -> Vec<bool> {
 /// Pixels (1 mm) from bone that count as the inner-table rim for hard-negative sampling.
 const BONE_NEIGHBOURHOOD: usize = 4;
 
-/// Mean binary cross-entropy of `logits` against `target`, in the overflow-free form
+/// Binary cross-entropy of each of `logits` against `target`, in the overflow-free form
 /// `max(z, 0) − z·t + log(1 + e^(−|z|))`.
-pub fn bce_with_logits(logits: Tensor<1>, target: Tensor<1>) -> Tensor<1> {
+fn bce_terms(logits: Tensor<1>, target: Tensor<1>) -> Tensor<1> {
     let relu = logits.clone().clamp_min(0.0);
     let softplus = logits.clone().abs().neg().exp().log1p();
-    (relu - logits * target + softplus).mean()
+    relu - logits * target + softplus
 }
 
-/// [`bce_with_logits`] with a weight per sample: `Σ w·loss / Σ w`.
+/// Mean binary cross-entropy of `logits` against `target`.
+pub fn bce_with_logits(logits: Tensor<1>, target: Tensor<1>) -> Tensor<1> {
+    bce_terms(logits, target).mean()
+}
+
+/// Binary cross-entropy with a weight per sample: `Σ w·loss / Σ w`.
 pub fn weighted_bce_with_logits(logits: Tensor<1>, target: Tensor<1>, weight: &[f32]) -> Tensor<1> {
     let device = logits.device();
     let total: f32 = weight.iter().sum();
     let w = Tensor::<1>::from_data(TensorData::new(weight.to_vec(), [weight.len()]), &device);
-    let relu = logits.clone().clamp_min(0.0);
-    let softplus = logits.clone().abs().neg().exp().log1p();
-    ((relu - logits * target + softplus) * w).sum() / total.max(f32::MIN_POSITIVE)
+    (bce_terms(logits, target) * w).sum() / total.max(f32::MIN_POSITIVE)
+}
+
+/// Loss weight of each sampled pixel given its target: blood 1, background `1 / negatives`
+/// ([`TrainOptions::negatives`]), so with `negatives` background samples per blood sample the
+/// two classes weigh the same; with 1 every weight is 1 and the loss is the plain mean.
+pub fn class_weights(target: &[f32], negatives: usize) -> Vec<f32> {
+    let background = 1.0 / negatives.max(1) as f32;
+    target
+        .iter()
+        .map(|&t| if t > 0.5 { 1.0 } else { background })
+        .collect()
 }
 
 /// Progress hook: `(step, total, loss)` after every step and a line of text at checkpoints.
@@ -830,13 +837,10 @@ pub fn train(
             device,
         );
         let p = b.target.len();
+        let weight = class_weights(&b.target, o.negatives);
         let t = Tensor::<1>::from_data(TensorData::new(b.target, [p]), device);
         let logits = model.forward_sparse(x, &b.samples);
-        let loss = if o.negatives == 1 {
-            bce_with_logits(logits, t)
-        } else {
-            weighted_bce_with_logits(logits, t, &b.weight)
-        };
+        let loss = weighted_bce_with_logits(logits, t, &weight);
         let loss_v = loss
             .clone()
             .into_data()
@@ -1064,10 +1068,11 @@ mod tests {
             ..TrainOptions::default()
         };
         let b = draw_batch(&cache, &[0], &o, &mut Rng::new(9));
+        let weight = class_weights(&b.target, o.negatives);
         let sum = |want: f32| -> f32 {
             b.target
                 .iter()
-                .zip(&b.weight)
+                .zip(&weight)
                 .filter(|(t, _)| **t == want)
                 .map(|(_, w)| w)
                 .sum()
