@@ -1,5 +1,6 @@
 //! `cargo bench --bench segment`: `pipeline::segment` of a 512×512×32 head CT on the CPU (flex),
-//! with and without the CRF, printing wall time per stage and peak memory (VmHWM).
+//! without the CRF, with it, and with its appearance kernel's other extent (brain only or whole
+//! box), printing wall time per stage and peak memory (VmHWM).
 //!
 //! The scan is the bundled real head CT (assets/anatomy) resampled to 0.45 mm pixels and 32
 //! slices of 4.5 mm, the usual clinical geometry, written as int16 NIfTI.
@@ -22,9 +23,25 @@ fn main() {
     );
     let device = Device::flex();
     let net = model::load(model::BUNDLED_WEIGHTS.to_vec(), &device).expect("bundled weights");
-    for crf in [false, true] {
+    // CRF off, the default CRF, and the default with the appearance kernel's other extent (the
+    // brain alone or the whole box), so the two CRFs' cost is compared in the same run.
+    let default = ichnet::crf::CrfConfig::default();
+    let other = ichnet::crf::CrfConfig {
+        appearance_region_only: !default.appearance_region_only,
+        ..default.clone()
+    };
+    let other_name = if other.appearance_region_only {
+        "on, appearance kernel in the brain only"
+    } else {
+        "on, appearance kernel over the whole box"
+    };
+    for (name, crf) in [
+        ("off", None),
+        ("on", Some(default)),
+        (other_name, Some(other)),
+    ] {
         let opts = SegmentOptions {
-            crf: crf.then(Default::default),
+            crf,
             ..SegmentOptions::default()
         };
         let t = Instant::now();
@@ -36,8 +53,7 @@ fn main() {
             .map(|t| format!("{} {:.3} s", t.stage, t.ms / 1000.0))
             .collect();
         println!(
-            "segment (CRF {}): {total:.2} s [{}], {:.2} mL predicted, peak RSS {:.0} MB",
-            if crf { "on" } else { "off" },
+            "segment (CRF {name}): {total:.2} s [{}], {:.2} mL predicted, peak RSS {:.0} MB",
             stages.join(", "),
             seg.volume_ml,
             peak_mb().unwrap_or(f64::NAN)

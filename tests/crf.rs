@@ -389,6 +389,53 @@ fn keep_above_keeps_only_the_network_s_confident_voxels() {
     assert_eq!(ok.keep_above, Some(0.9));
 }
 
+/// `appearance_region_only`: dense voxels outside the region (here 90 HU, as bone's partial
+/// volume at the inner table reads through the window) no longer pull a thin strip of rim blood
+/// inside it towards background; over a region that is the whole box it changes nothing.
+#[test]
+fn appearance_kernel_confined_to_the_region_ignores_dense_voxels_outside_it() {
+    let dims = (8, 30, 30);
+    let mut hu = Array3::from_elem(dims, 30.0f32);
+    let mut p = Array3::from_elem(dims, 0.05f32);
+    let mut region = Array3::from_elem(dims, 1u8);
+    for ((z, y, x), v) in hu.indexed_iter_mut() {
+        if x >= 20 {
+            *v = 90.0;
+            p[[z, y, x]] = 0.0;
+            region[[z, y, x]] = 0;
+        } else if x >= 18 && (5..25).contains(&y) {
+            *v = 75.0;
+            p[[z, y, x]] = 0.7;
+        }
+    }
+    let st = stack(hu, [1.0, 1.0, 1.0]);
+    let strip_mean = |q: &Array3<f32>| {
+        let v: Vec<f32> = q
+            .indexed_iter()
+            .filter(|((_, y, x), _)| *x >= 18 && *x < 20 && (5..25).contains(y))
+            .map(|(_, &v)| v)
+            .collect();
+        v.iter().sum::<f32>() / v.len() as f32
+    };
+    let confined = CrfConfig {
+        appearance_region_only: true,
+        ..CrfConfig::default()
+    };
+    let whole_box = refine(p.view(), &st, Some(&region), &CrfConfig::default()).unwrap();
+    let inside = refine(p.view(), &st, Some(&region), &confined).unwrap();
+    assert!(strip_mean(&whole_box) < 0.5, "{}", strip_mean(&whole_box));
+    assert!(strip_mean(&inside) > 0.5, "{}", strip_mean(&inside));
+    // Brain away from the strip stays background either way.
+    assert!(inside[[4, 15, 5]] < 0.5 && whole_box[[4, 15, 5]] < 0.5);
+    // A region covering the box: the same lattice over the same points, the same bits.
+    let all = Array3::from_elem(dims, 1u8);
+    let a = refine(p.view(), &st, Some(&all), &CrfConfig::default()).unwrap();
+    let b = refine(p.view(), &st, Some(&all), &confined).unwrap();
+    assert_eq!(a, b);
+    let parsed = CrfConfig::from_json(r#"{"appearance_region_only": true}"#).unwrap();
+    assert!(parsed.appearance_region_only);
+}
+
 /// The same false positives at the shipped defaults, through what the pipeline does after the
 /// CRF (threshold 0.5, components under 0.05 mL dropped): none may survive into the report.
 #[test]

@@ -112,6 +112,15 @@ pub struct CrfConfig {
     /// cortical bleed with the brain around it, which is how the CRF loses small subarachnoid
     /// lesions the network found; this keeps the network's confident ones.
     pub keep_above: Option<f32>,
+    /// The appearance kernel links only voxels inside the region (the brain mask): the box's
+    /// other voxels (bone, scalp, air, with their densities clamped into the window) then send
+    /// no appearance message, and the lattice is built over the region's voxels alone (under
+    /// half of a brain box's). `false`, the default, lets every voxel of the box take part, as
+    /// the shipped CRF was tuned. Bone clamped to the window's top reads as dense blood to the
+    /// appearance kernel, so along the inner table it is background of blood's density, which
+    /// pulls thin rim blood (subdural, subarachnoid) and the network's strips there alike
+    /// towards background.
+    pub appearance_region_only: bool,
 }
 
 /// The CRF's default memory cap. A browser tab's wasm memory tops out at 4 GiB and must also hold
@@ -137,6 +146,7 @@ impl Default for CrfConfig {
             margin_mm: 5.0,
             max_memory_bytes: DEFAULT_MAX_MEMORY,
             keep_above: None,
+            appearance_region_only: false,
         }
     }
 }
@@ -293,7 +303,11 @@ pub fn refine_with_progress(
             x0 + i % nx
         )));
     }
-    let mut q1 = refine_box(p, hu, stack.spacing, cfg, progress)?;
+    let inside = match region {
+        Some(r) if cfg.appearance_region_only => Some(r.slice(s![z0..z1, y0..y1, x0..x1])),
+        _ => None,
+    };
+    let mut q1 = refine_box(p, hu, inside, stack.spacing, cfg, progress)?;
     if let Some(k) = cfg.keep_above {
         for (q, &pv) in q1.iter_mut().zip(p.iter()) {
             if pv >= k {
@@ -382,10 +396,12 @@ fn crop_box(stack: &Stack, region: Option<&Array3<u8>>, margin_mm: f32) -> Optio
     ])
 }
 
-/// Mean-field on one box; returns P(haemorrhage) per box voxel in `[z, y, x]` order.
+/// Mean-field on one box; returns P(haemorrhage) per box voxel in `[z, y, x]` order. With
+/// `appearance_region`, the appearance kernel links only the voxels where it is non-zero.
 fn refine_box(
     prob: ArrayView3<'_, f32>,
     hu: ArrayView3<'_, f32>,
+    appearance_region: Option<ArrayView3<'_, u8>>,
     spacing: [f32; 3],
     cfg: &CrfConfig,
     progress: &mut dyn FnMut(usize, usize) -> bool,
@@ -432,10 +448,32 @@ fn refine_box(
     let mut density = try_vec::<f32>(n, "the CRF density feature")?;
     density.extend(hu.iter().map(|&v| v.clamp(lo, hi) / cfg.appearance_std_hu));
     // The smoothness filter holds its normaliser and borrows one more volume while it filters.
-    let appearance = Lattice::from_fn(n, 4, budget.saturating_sub(2 * smooth.bytes()), |i, f| {
+    let lattice_budget = budget.saturating_sub(2 * smooth.bytes());
+    let feature = |i: usize, f: &mut [f32]| {
         let p = zyx(i);
         f.copy_from_slice(&[p[0] * step[0], p[1] * step[1], p[2] * step[2], density[i]]);
-    })?;
+    };
+    let appearance: Box<dyn Filter> = match appearance_region {
+        Some(r) => {
+            let mut index = try_vec::<u32>(n, "the CRF region's voxel list")?;
+            index.extend(
+                r.iter()
+                    .enumerate()
+                    .filter(|(_, m)| **m != 0)
+                    .map(|(i, _)| i as u32),
+            );
+            // The list's own 4 bytes per voxel and its normaliser spread over the box.
+            let extra = index.len() * 4 + n * 4;
+            let lattice = Lattice::from_fn(
+                index.len(),
+                4,
+                lattice_budget.saturating_sub(extra),
+                |j, f| feature(index[j] as usize, f),
+            )?;
+            Box::new(Subset::new(lattice, index, n)?)
+        }
+        None => Box::new(Lattice::from_fn(n, 4, lattice_budget, feature)?),
+    };
     drop(density);
     if !progress(0, cfg.iterations) {
         return Err(Error::Cancelled);
@@ -447,7 +485,7 @@ fn refine_box(
             weight: cfg.smooth_weight,
         },
         Kernel {
-            filter: &appearance,
+            filter: appearance.as_ref(),
             weight: cfg.appearance_weight,
         },
     ];
@@ -455,4 +493,59 @@ fn refine_box(
     let q1 = q[n..].to_vec();
     Array3::from_shape_vec(dims, q1)
         .map_err(|e| Error::InvalidInput(format!("internal error: CRF output shape: {e}")))
+}
+
+/// A filter over some of a box's voxels (a lattice built over the listed ones), presented as a
+/// filter over the whole box: the other voxels send nothing and receive nothing (their filtered
+/// value and normaliser are 0, so mean-field gives them no message from this kernel).
+struct Subset {
+    inner: Lattice,
+    /// Box index of each of the lattice's points, ascending.
+    index: Vec<u32>,
+    /// The lattice's normaliser scattered onto the box, 0 outside the subset.
+    inv_norm: Vec<f32>,
+}
+
+impl Subset {
+    fn new(inner: Lattice, index: Vec<u32>, n: usize) -> Result<Self> {
+        let mut inv_norm = try_filled(n, 0f32, "the CRF normaliser")?;
+        for (&i, &v) in index.iter().zip(inner.inverse_norm()) {
+            inv_norm[i as usize] = v;
+        }
+        Ok(Subset {
+            inner,
+            index,
+            inv_norm,
+        })
+    }
+}
+
+impl Filter for Subset {
+    fn len(&self) -> usize {
+        self.inv_norm.len()
+    }
+
+    fn filter_sum(&self, values: &[f32], out: &mut [f32]) -> Result<()> {
+        if values.len() != self.len() || out.len() != self.len() {
+            return Err(Error::InvalidInput(format!(
+                "a CRF filter over a box of {} voxels was given {} values and {} outputs",
+                self.len(),
+                values.len(),
+                out.len()
+            )));
+        }
+        let mut gathered = try_vec::<f32>(self.index.len(), "the CRF region's values")?;
+        gathered.extend(self.index.iter().map(|&i| values[i as usize]));
+        let mut filtered = try_filled(self.index.len(), 0f32, "the CRF region's values")?;
+        self.inner.filter(&gathered, &mut filtered)?;
+        out.fill(0.0);
+        for (&i, &v) in self.index.iter().zip(&filtered) {
+            out[i as usize] = v;
+        }
+        Ok(())
+    }
+
+    fn inverse_norm(&self) -> &[f32] {
+        &self.inv_norm
+    }
 }
