@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use ichnet::model::{self, IchNetConfig, Samples};
+use ichnet::model::{self, IchNetConfig, Samples, train};
 
 /// Deterministic pseudo-random values in [0, 1).
 fn noise(n: usize, seed: u64) -> Vec<f32> {
@@ -193,7 +193,9 @@ fn training_mode_runs_sparse_with_gradients() {
     let t = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 0.0], [2]), &device);
     let loss_of = |net: &ichnet::model::IchNet| {
         let logits = net.forward_sparse(x.clone(), &s);
-        ichnet::model::train::bce_with_logits(logits, t.clone())
+        // The loss `train` uses, with its weights for one background sample per blood sample.
+        let weight = train::class_weights(&[1.0, 0.0], 1);
+        train::weighted_bce_with_logits(logits, t.clone(), &weight)
     };
     let value = |loss: Tensor<1>| loss.into_data().try_into_vec::<f32>().unwrap()[0];
     let v = value(loss_of(&net));

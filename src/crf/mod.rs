@@ -455,7 +455,8 @@ fn refine_box(
     };
     let appearance: Box<dyn Filter> = match appearance_region {
         Some(r) => {
-            let mut index = try_vec::<u32>(n, "the CRF region's voxel list")?;
+            let inside = r.iter().filter(|m| **m != 0).count();
+            let mut index = try_vec::<u32>(inside, "the CRF region's voxel list")?;
             index.extend(
                 r.iter()
                     .enumerate()

@@ -590,25 +590,17 @@ fn near_bone(hu: &[f32], c: usize) -> Vec<bool> {
 /// Pixels (1 mm) from bone that count as the inner-table rim for hard-negative sampling.
 const BONE_NEIGHBOURHOOD: usize = 4;
 
-/// Binary cross-entropy of each of `logits` against `target`, in the overflow-free form
-/// `max(z, 0) − z·t + log(1 + e^(−|z|))`.
-fn bce_terms(logits: Tensor<1>, target: Tensor<1>) -> Tensor<1> {
-    let relu = logits.clone().clamp_min(0.0);
-    let softplus = logits.clone().abs().neg().exp().log1p();
-    relu - logits * target + softplus
-}
-
-/// Mean binary cross-entropy of `logits` against `target`.
-pub fn bce_with_logits(logits: Tensor<1>, target: Tensor<1>) -> Tensor<1> {
-    bce_terms(logits, target).mean()
-}
-
-/// Binary cross-entropy with a weight per sample: `Σ w·loss / Σ w`.
+/// Binary cross-entropy of `logits` against `target` with a weight per sample,
+/// `Σ w·loss / Σ w`, each term in the overflow-free form `max(z, 0) − z·t + log(1 + e^(−|z|))`.
+/// Training's only loss: [`class_weights`] gives the weights (all 1, the plain mean, for the
+/// paper's one background sample per blood sample).
 pub fn weighted_bce_with_logits(logits: Tensor<1>, target: Tensor<1>, weight: &[f32]) -> Tensor<1> {
     let device = logits.device();
     let total: f32 = weight.iter().sum();
     let w = Tensor::<1>::from_data(TensorData::new(weight.to_vec(), [weight.len()]), &device);
-    (bce_terms(logits, target) * w).sum() / total.max(f32::MIN_POSITIVE)
+    let relu = logits.clone().clamp_min(0.0);
+    let softplus = logits.clone().abs().neg().exp().log1p();
+    ((relu - logits * target + softplus) * w).sum() / total.max(f32::MIN_POSITIVE)
 }
 
 /// Loss weight of each sampled pixel given its target: blood 1, background `1 / negatives`
